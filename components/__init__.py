@@ -1,0 +1,20 @@
+"""Kubeflow Pipelines v2 container components: one per pipeline step, each running the same
+``medseg <step>`` command as its DVC stage, in the project image. No logic lives here."""
+
+from components.evaluate import evaluate
+from components.finetune import finetune
+from components.ingest import ingest
+from components.report import report
+from components.sample import sample
+from components.validate import validate
+
+STEP_COMPONENTS = {
+    "sample": sample,
+    "ingest": ingest,
+    "validate": validate,
+    "finetune": finetune,
+    "evaluate": evaluate,
+    "report": report,
+}
+
+__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "ingest", "report", "sample", "validate"]

@@ -1,0 +1,24 @@
+"""Component ``evaluate``: test-split metrics of a fine-tuned model.
+
+The output artifact is a runs root laid out as ``<dataset>/<strategy>/eval``, as in dvc.yaml, so
+that ``report`` reads Kubeflow and DVC outputs alike."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components.image import DEFAULT_IMAGE
+
+
+@dsl.container_component
+def evaluate(
+    dataset: str, strategy: str, processed: Input[Dataset], run: Input[Model], runs: Output[Artifact],
+) -> dsl.ContainerSpec:
+    return dsl.ContainerSpec(
+        image=DEFAULT_IMAGE,
+        command=["medseg", "evaluate"],
+        args=[
+            "--dataset", dataset, "--strategy", strategy, "--data", processed.path,
+            "--model", dsl.ConcatPlaceholder([run.path, "/model.pt"]),
+            "--out", dsl.ConcatPlaceholder([runs.path, "/", dataset, "/", strategy, "/eval"]),
+        ],
+    )

@@ -1,0 +1,153 @@
+"""The ``medseg`` command line: one subcommand per pipeline step (same name as its DVC stage and
+Kubeflow component). Heavy libraries are imported inside the handlers so that start-up is fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from medseg import __version__
+from medseg.errors import MedsegError
+from medseg.params import load_params, section
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from medseg.data.sample import SYNTHETIC_NOTICE, PhantomSpec, write_sample
+
+    params = load_params(args.params)
+    cases = write_sample(args.out, PhantomSpec.from_params(section(params, "sample")), int(params["seed"]))
+    print(f"sample: wrote {len(cases)} phantom cases to {args.out} ({SYNTHETIC_NOTICE})")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from medseg.data.ingest import ingest_msd
+
+    params = load_params(args.params)
+    summary = ingest_msd(args.dataset, args.raw, args.out, section(params, "ingest"), int(params["seed"]))
+    print(f"ingest: {summary['num_slices']} slices of {args.dataset} -> {args.out} "
+          f"(slices per split {summary['slices_per_split']}, grouping by {summary['grouping']})")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from medseg.quality.validate import validate
+
+    params = load_params(args.params)
+    ingest, gate = section(params, "ingest"), section(params, "validate")
+    settings = {"image_size": ingest["image_size"], "drop_empty_slices": ingest["drop_empty_slices"],
+                "min_slices_per_split": gate["min_slices_per_split"]}
+    passed, results = validate(args.dataset, args.data, args.out, settings)
+    for result in results:
+        print(f"validate: {'PASS' if result.passed else 'FAIL'} {result.name}: {result.detail}")
+    if not passed:
+        failed = ", ".join(r.name for r in results if not r.passed)
+        raise MedsegError(f"validation failed ({failed}); details in {args.out}", args.data)
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from medseg.train.finetune import TrainConfig, finetune
+
+    params = load_params(args.params)
+    config = TrainConfig.from_params(section(params, "finetune"), int(params["seed"]))
+    summary = finetune(args.dataset, args.strategy, args.data, args.out, config)
+    print(f"finetune: {summary['strategy']} on {summary['dataset']}: best epoch {summary['best_epoch']}"
+          f", val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, peak RSS "
+          f"{summary['peak_rss_mb']} MB, trainable {summary['params_trainable']:,} of "
+          f"{summary['params_total']:,} params -> {Path(args.out) / 'model.pt'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medseg.eval.evaluate import evaluate
+
+    params = load_params(args.params)
+    batch_size = int(section(params, "evaluate")["batch_size"])
+    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, batch_size)
+    print(f"evaluate: {args.strategy} on {args.dataset}: test Dice {metrics['dice_mean']:.4f} over "
+          f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from medseg.eval.report import write_report
+
+    table = write_report(args.runs, args.out)
+    if args.markdown:
+        from medseg.atomic import atomic_file
+
+        with atomic_file(args.markdown) as tmp:
+            tmp.write_text(table.read_text())
+    print(table.read_text())
+    print(f"report: result table written to {table} (and {table.with_suffix('.csv')})")
+    return 0
+
+
+def _compile_pipeline(args: argparse.Namespace) -> int:
+    from pipelines.compile import compile_pipeline
+
+    params = load_params(args.params)
+    path = compile_pipeline(params, args.out)
+    print(f"compile_pipeline: Kubeflow pipeline written to {path}")
+    return 0
+
+
+def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handler, help_text: str,
+              arguments: Sequence[tuple[str, ...]]) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    for flag, flag_help, *optional in arguments:
+        parser.add_argument(flag, required=not optional, help=flag_help)
+    parser.add_argument("--params", default=None, help="params file (default: $MEDSEG_PARAMS or ./params.yaml)")
+    parser.set_defaults(handler=handler)
+
+
+DATASET = ("--dataset", "dataset alias, e.g. sample")
+STRATEGY = ("--strategy", "strategy id <backbone>_<dec|endec>_<method>, e.g. vit_t_dec_vanilla")
+DATA = ("--data", "ingested dataset directory")
+
+STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
+    ("sample", _sample, "write the synthetic MSD-layout phantom dataset",
+     (("--out", "output raw dataset directory"),)),
+    ("ingest", _ingest, "raw dataset -> 2D slices, masks, manifest and patient-level splits",
+     (DATASET, ("--raw", "raw dataset directory"), ("--out", "output directory"))),
+    ("validate", _validate, "blocking quality checks of an ingested dataset",
+     (DATASET, DATA, ("--out", "validation result JSON"))),
+    ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
+     (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"))),
+    ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
+     (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
+    ("report", _report, "aggregate evaluated runs into the results table",
+     (("--runs", "directory of <dataset>/<strategy>/eval runs"), ("--out", "report directory"),
+      ("--markdown", "also write the table to this single Markdown file", "optional"))),
+)
+TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
+          (("--out", "output pipeline YAML"),)),)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"medseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="<step>")
+    for name, handler, help_text, arguments in STEPS + TOOLS:
+        _add_step(subparsers, name, handler, help_text, arguments)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except MedsegError as exc:
+        print(f"medseg {args.command}: error: {exc.one_line()}", file=sys.stderr)
+    except KeyError as exc:
+        print(f"medseg {args.command}: error: params: missing setting {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Raw datasets -> 2D slices, masks and patient-level splits."""

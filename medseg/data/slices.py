@@ -1,0 +1,62 @@
+"""The study's slice protocol: volume -> normalised, resized 2D slices with masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SliceProtocol:
+    """How volumes become slices (params.yaml ``ingest`` section)."""
+
+    image_size: int
+    slice_axis: int
+    intensity_window: tuple[float, float] | None
+    drop_empty_slices: bool
+
+
+def to_uint8(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Per-volume min-max to 0-255 after an optional intensity window (e.g. a CT window)."""
+    from monai.transforms import ScaleIntensity, ScaleIntensityRange
+
+    if window is not None:
+        low, high = window
+        scaled = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=255.0, clip=True)(volume)
+    else:
+        scaled = ScaleIntensity(minv=0.0, maxv=255.0)(volume)
+    return np.round(np.asarray(scaled)).astype(np.uint8)
+
+
+def _resize_stack(stack: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """Resize (N, H, W) slices to (N, size, size) with MONAI (slices ride on the channel axis)."""
+    from monai.transforms import Resize
+
+    if stack.shape[1:] == (size, size):
+        return stack
+    resized = Resize(spatial_size=(size, size), mode=mode)(stack.astype(np.float32))
+    return np.asarray(resized)
+
+
+def volume_to_slices(
+    image: np.ndarray, label: np.ndarray, protocol: SliceProtocol
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slices of one volume: uint8 images (N, S, S), uint8 masks (N, S, S), source slice indices."""
+    image_u8 = to_uint8(image, protocol.intensity_window)
+    images = np.moveaxis(image_u8, protocol.slice_axis, 0)
+    masks = np.moveaxis(label, protocol.slice_axis, 0)
+    indices = np.arange(images.shape[0])
+    if protocol.drop_empty_slices:
+        keep = masks.reshape(masks.shape[0], -1).any(axis=1)
+        images, masks, indices = images[keep], masks[keep], indices[keep]
+    if images.shape[0] == 0:
+        empty = np.zeros((0, protocol.image_size, protocol.image_size), dtype=np.uint8)
+        return empty, empty.copy(), indices
+    images = _resize_stack(images, protocol.image_size, "bilinear")
+    masks = _resize_stack(masks, protocol.image_size, "nearest")
+    return (
+        np.clip(np.round(images), 0, 255).astype(np.uint8),
+        np.round(masks).astype(np.uint8),
+        indices,
+    )

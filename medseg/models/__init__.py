@@ -1,0 +1,1 @@
+"""SAM backbones, fine-tuning strategies and checkpoints."""

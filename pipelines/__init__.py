@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines v2 definitions built from the components in ``components/``."""
