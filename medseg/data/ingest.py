@@ -106,7 +106,7 @@ def _summary(
         "image_size": protocol.image_size,
         "channels_stored": 1,
         "labels": {str(k): v for k, v in sorted(label_map.items())},
-        "num_slices": int(len(manifest)),
+        "num_slices": len(manifest),
         "slices_per_split": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
         "patients_per_split": {
             s: int(manifest.loc[manifest["split"] == s, "patient"].nunique()) for s in SPLITS

@@ -9,7 +9,7 @@ import numpy as np
 from medseg.errors import MedsegError
 
 
-def _open_nifti(path: Path, max_voxels: int):  # noqa: ANN202 - nibabel image
+def _open_nifti(path: Path, max_voxels: int):
     """Open a NIfTI header, bounding its size before any voxel is read."""
     import nibabel as nib
 
@@ -22,10 +22,13 @@ def _open_nifti(path: Path, max_voxels: int):  # noqa: ANN202 - nibabel image
         raise MedsegError(f"expected a 3D volume, got shape {shape}", path)
     if int(np.prod(shape, dtype=np.int64)) > max_voxels:
         raise MedsegError(f"volume of shape {shape} exceeds the limit of {max_voxels} voxels", path)
-    return nib.as_closest_canonical(image)
+    try:
+        return nib.as_closest_canonical(image)  # reads the voxels when the axes must be reordered
+    except Exception as exc:  # truncated gzip, short file, bad scaling
+        raise MedsegError(f"cannot read voxel data ({exc.__class__.__name__}: {exc})", path) from exc
 
 
-def _voxels(image, path: Path) -> np.ndarray:  # noqa: ANN001 - nibabel image
+def _voxels(image, path: Path) -> np.ndarray:
     try:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # truncated gzip, short file, bad scaling

@@ -56,7 +56,7 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         "split": "test", "dice_mean": float(np.nanmean(table["dice_mean"])),
         "dice_std": float(np.nanstd(table["dice_mean"])),
         "dice_patient_mean": float(patient_dice.mean()),
-        "num_slices": int(len(table)), "num_patients": int(table["patient"].nunique()),
+        "num_slices": len(table), "num_patients": int(table["patient"].nunique()),
         "best_epoch": metadata.get("epoch"), "synthetic_data": bool(summary_in.get("synthetic")),
     }
     with atomic_dir(out_dir) as tmp:

@@ -15,8 +15,9 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def _tiny_vit_class() -> type[nn.Module]:
-    with warnings.catch_warnings():  # mobile_sam re-registers TinyViT names that timm already has
+    with warnings.catch_warnings():  # mobile_sam re-registers timm's TinyViT names via old timm paths
         warnings.filterwarnings("ignore", message="Overwriting tiny_vit", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
         from mobile_sam.modeling import TinyViT
 
     class SizedTinyViT(TinyViT):

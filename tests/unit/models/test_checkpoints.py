@@ -36,7 +36,7 @@ def test_export_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": _Exploit()}, path)
-    with pytest.raises(MedsegError, match="evil.pt"):
+    with pytest.raises(MedsegError, match=r"evil\.pt"):
         load_exported(path)
 
 
@@ -74,5 +74,5 @@ def test_random_init_warns_loudly() -> None:
 
 
 def test_missing_checkpoint_path_is_named(tmp_path: Path) -> None:
-    with pytest.raises(MedsegError, match="nowhere.pth: checkpoint not found"):
+    with pytest.raises(MedsegError, match=r"nowhere\.pth: checkpoint not found"):
         build_model("vit_t", 64, 2, checkpoint=str(tmp_path / "nowhere.pth"))

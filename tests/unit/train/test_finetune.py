@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_params
 from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
 from medseg.train.finetune import TrainConfig, finetune, warmup_factor
-
-from conftest import tiny_params
 
 
 def _config(**overrides: object) -> TrainConfig:
@@ -73,6 +72,6 @@ def test_unknown_strategy_fails_before_writing(ingested_sample: Path, tmp_path: 
 
 
 def test_missing_data_is_named_and_nothing_written(tmp_path: Path) -> None:
-    with pytest.raises(MedsegError, match="absent.*missing ingested file"):
+    with pytest.raises(MedsegError, match=r"absent.*missing ingested file"):
         finetune("sample", "vit_t_dec_vanilla", tmp_path / "absent", tmp_path / "out", _config())
     assert not (tmp_path / "out").exists()

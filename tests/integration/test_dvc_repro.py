@@ -1,0 +1,75 @@
+"""`dvc repro` of the whole pipeline on a tiny profile, in a throwaway copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, tiny_params
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository holding the project's files, with tiny params, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    for args in (["git", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        _run(args, root)
+    _run(["dvc", "repro"], root)
+    return root
+
+
+def test_repro_produces_the_report(project: Path) -> None:
+    report = (project / "results/report/report.md").read_text()
+    assert "| sample (synthetic) | vit_t_dec_vanilla | automated |" in report
+    assert (project / "models/sample/vit_t_dec_vanilla/model.pt").is_file()
+
+
+def test_second_repro_is_a_no_op(project: Path) -> None:
+    result = _run(["dvc", "repro"], project)
+    assert "Running stage" not in result.stdout
+    assert "up to date" in result.stdout
+
+
+def test_metrics_and_plots_show(project: Path) -> None:
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = next(iter(metrics.values()))["data"]
+    eval_metrics = files["results/runs/sample/vit_t_dec_vanilla/eval/metrics.json"]["data"]
+    assert 0.0 <= eval_metrics["dice_mean"] <= 1.0
+    assert files["results/validation/sample.json"]["data"]["passed"] is True
+    _run(["dvc", "plots", "show", "-o", "plots_html"], project)
+    assert "loss" in (project / "plots_html/index.html").read_text()
+
+
+def test_push_then_pull_restores_outputs(project: Path) -> None:
+    _run(["dvc", "push"], project)
+    assert any((project / ".dvc-remote").rglob("*"))
+    model = project / "models/sample/vit_t_dec_vanilla/model.pt"
+    digest = model.read_bytes()
+    shutil.rmtree(project / ".dvc/cache")
+    model.unlink()
+    _run(["dvc", "pull"], project)
+    assert model.read_bytes() == digest

@@ -1,0 +1,59 @@
+"""The ``medseg`` command line: subcommands, fast start-up, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from medseg.cli import STEPS, build_parser
+
+MEDSEG = str(Path(sys.executable).parent / "medseg")
+STEP_NAMES = [name for name, *_ in STEPS]
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([MEDSEG, *args], capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def test_every_step_is_a_subcommand() -> None:
+    assert STEP_NAMES == ["sample", "ingest", "validate", "finetune", "evaluate", "report"]
+    help_text = _run("--help").stdout
+    for name in STEP_NAMES:
+        assert name in help_text
+
+
+def test_cli_start_does_not_import_heavy_libraries() -> None:
+    code = "import sys, medseg.cli; print(sorted({'torch', 'monai', 'kfp', 'pandas'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def test_missing_required_argument_is_a_usage_error() -> None:
+    result = _run("ingest", "--dataset", "sample")
+    assert result.returncode == 2 and "--raw" in result.stderr
+
+
+def test_missing_params_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    result = _run("sample", "--out", str(tmp_path / "raw"), "--params", str(tmp_path / "nope.yaml"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"medseg sample: error: {tmp_path / 'nope.yaml'}: params file not found"]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_corrupt_input_gives_one_line_and_no_output(tmp_path: Path, params_file: Path) -> None:
+    raw = tmp_path / "raw"
+    assert _run("sample", "--out", str(raw), "--params", str(params_file)).returncode == 0
+    image = next((raw / "imagesTr").glob("*.nii.gz"))
+    image.write_bytes(image.read_bytes()[:200])
+    result = _run("ingest", "--dataset", "sample", "--raw", str(raw), "--out", str(tmp_path / "out"),
+                  "--params", str(params_file))
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 2 and len(lines) == 1 and image.name in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_parser_requires_a_step() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["report", "--runs", "r", "--out", "o"]).markdown is None

@@ -1,0 +1,69 @@
+"""The ``medseg ingest`` and ``medseg validate`` commands on bad input, run as subprocesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+pytest_plugins = ["data_fixtures"]
+
+
+def _medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``medseg`` entry point (or the module when it is not installed)."""
+    script = Path(sys.executable).with_name("medseg")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "medseg.cli"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_ingest_missing_raw_is_one_line_error(
+    tmp_path: Path, data_params_file: Path, assert_no_output: Callable[[Path], None]
+) -> None:
+    missing, out = tmp_path / "missing", tmp_path / "out"
+    result = _medseg("ingest", "--dataset", "x", "--raw", str(missing), "--out", str(out),
+                     "--params", str(data_params_file), cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(missing) in lines[0] and "not found" in lines[0]
+    assert result.stdout == ""
+    assert_no_output(out)
+
+
+def test_ingest_missing_params_is_one_line_error(tmp_path: Path) -> None:
+    params = tmp_path / "nowhere.yaml"
+    result = _medseg("ingest", "--dataset", "x", "--raw", str(tmp_path), "--out", str(tmp_path / "out"),
+                     "--params", str(params), cwd=tmp_path)
+    assert result.returncode != 0
+    assert len(result.stderr.splitlines()) == 1 and str(params) in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_defect_exits_nonzero_with_fail_lines(
+    ingested_copy: Path, tmp_path: Path, data_params_file: Path
+) -> None:
+    masks = np.load(ingested_copy / "masks.npy")
+    masks[masks > 0] = 9
+    np.save(ingested_copy / "masks.npy", masks)
+    report = tmp_path / "validate.json"
+    result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_copy), "--out", str(report),
+                     "--params", str(data_params_file), cwd=tmp_path)
+    assert result.returncode != 0
+    fails = [line for line in result.stdout.splitlines() if " FAIL " in f" {line} "]
+    assert len(fails) == 1 and "mask_labels_in_label_map" in fails[0], result.stdout
+    assert result.stdout.count(" PASS ") == 5
+    assert "mask_labels_in_label_map" in result.stderr and str(ingested_copy) in result.stderr
+    assert report.is_file()
+
+
+def test_validate_clean_dataset_exits_zero(
+    phantom_ingested: Path, tmp_path: Path, data_params_file: Path
+) -> None:
+    report = tmp_path / "validate.json"
+    result = _medseg("validate", "--dataset", "sample", "--data", str(phantom_ingested), "--out",
+                     str(report), "--params", str(data_params_file), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "FAIL" not in result.stdout and result.stdout.count(" PASS ") == 6
