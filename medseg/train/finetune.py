@@ -105,6 +105,7 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
     """Train, log curves, export the best checkpoint to ``<out>/model.pt``; returns the summary."""
     from dvclive import Live
     from monai.losses import DiceCELoss
+    from tqdm import tqdm
 
     strategy = parse_strategy(strategy_id)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -132,6 +133,8 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
             live.log_metric("val/dice", val_dice)
             live.log_metric("lr", scheduler.get_last_lr()[0])
             live.next_step()
+            tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f}, val Dice {val_dice:.4f}, "
+                       f"lr {scheduler.get_last_lr()[0]:.2e}")
             if val_dice > best["val_dice"] or best["epoch"] < 0:
                 best = {"epoch": epoch, "val_dice": val_dice}
                 export_checkpoint(model, tmp / "model.pt", {

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import tiny_params
+from helpers import tiny_params
 from medseg.cli import STEPS
 from pipelines.compile import compile_pipeline
 

@@ -1,69 +1,18 @@
-"""Fixtures shared by the data tests (loaded with ``pytest_plugins``): tiny settings, a phantom written
-once, raw-dataset builders. Not named conftest.py: other tests import ``conftest`` by module name."""
+"""Fixtures of the data tests (loaded with ``pytest_plugins``): modifiable copies of the shared phantom,
+a builder of hand-made MSD datasets, and a no-partial-output check."""
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-TINY_SAMPLE: dict[str, Any] = {"num_patients": 6, "shape": [32, 32, 8]}
-TINY_INGEST: dict[str, Any] = {"image_size": 64}
 
 CaseArrays = tuple[str, np.ndarray, np.ndarray]
 MsdWriter = Callable[..., Path]
-
-
-def _tiny_params() -> dict[str, Any]:
-    """The repository params.yaml with the sample and ingest sizes shrunk."""
-    params = copy.deepcopy(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
-    params["sample"].update(TINY_SAMPLE)
-    params["ingest"].update(TINY_INGEST)
-    return params
-
-
-@pytest.fixture
-def data_params() -> dict[str, Any]:
-    """A fresh copy of the tiny params (safe to modify)."""
-    return _tiny_params()
-
-
-@pytest.fixture
-def data_params_file(tmp_path: Path) -> Path:
-    """The tiny params written as a YAML file for CLI runs."""
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(_tiny_params()))
-    return path
-
-
-@pytest.fixture(scope="session")
-def phantom_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny phantom in MSD layout, written once per session (treat as read-only)."""
-    from medseg.data.sample import PhantomSpec, write_sample
-
-    params = _tiny_params()
-    out = tmp_path_factory.mktemp("phantom") / "raw"
-    write_sample(out, PhantomSpec.from_params(params["sample"]), int(params["seed"]))
-    return out
-
-
-@pytest.fixture(scope="session")
-def phantom_ingested(phantom_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny phantom ingested with the tiny params, once per session (treat as read-only)."""
-    from medseg.data.ingest import ingest_msd
-
-    params = _tiny_params()
-    out = tmp_path_factory.mktemp("ingested") / "processed"
-    ingest_msd("sample", phantom_raw, out, params["ingest"], int(params["seed"]))
-    return out
 
 
 @pytest.fixture
@@ -73,9 +22,9 @@ def raw_copy(phantom_raw: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ingested_copy(phantom_ingested: Path, tmp_path: Path) -> Path:
+def ingested_copy(ingested_sample: Path, tmp_path: Path) -> Path:
     """A private, modifiable copy of the ingested phantom."""
-    return Path(shutil.copytree(phantom_ingested, tmp_path / "processed"))
+    return Path(shutil.copytree(ingested_sample, tmp_path / "processed"))
 
 
 def _write_msd(

@@ -141,12 +141,12 @@ def _ingest_error(raw: Path, out: Path, ingest_params: dict[str, Any]) -> Medseg
 
 @pytest.mark.parametrize("mutate", MUTATIONS, ids=lambda m: m.__name__)
 def test_bad_input_names_the_file_and_writes_nothing(
-    mutate: Mutation, raw_copy: Path, tmp_path: Path, data_params: dict[str, Any],
+    mutate: Mutation, raw_copy: Path, tmp_path: Path, params_dict: dict[str, Any],
     assert_no_output: Callable[[Path], None],
 ) -> None:
     named, hint = mutate(raw_copy)
     out = tmp_path / "processed"
-    error = _ingest_error(raw_copy, out, data_params["ingest"])
+    error = _ingest_error(raw_copy, out, params_dict["ingest"])
     assert error.path is not None
     assert Path(error.path).resolve() == named.resolve()
     assert str(named.name) in str(error) and hint in str(error)
@@ -155,30 +155,30 @@ def test_bad_input_names_the_file_and_writes_nothing(
 
 
 def test_volume_above_max_voxels_is_refused(
-    raw_copy: Path, tmp_path: Path, data_params: dict[str, Any], assert_no_output: Callable[[Path], None]
+    raw_copy: Path, tmp_path: Path, params_dict: dict[str, Any], assert_no_output: Callable[[Path], None]
 ) -> None:
-    params = {**data_params["ingest"], "max_voxels": 32 * 32 * 8 - 1}
+    params = {**params_dict["ingest"], "max_voxels": 32 * 32 * 8 - 1}
     error = _ingest_error(raw_copy, tmp_path / "processed", params)
     assert Path(error.path or "").name == "phantom_001.nii.gz"
     assert "exceeds the limit" in str(error)
     assert_no_output(tmp_path / "processed")
 
 
-def test_missing_raw_directory(tmp_path: Path, data_params: dict[str, Any],
+def test_missing_raw_directory(tmp_path: Path, params_dict: dict[str, Any],
                                assert_no_output: Callable[[Path], None]) -> None:
-    error = _ingest_error(tmp_path / "missing", tmp_path / "processed", data_params["ingest"])
+    error = _ingest_error(tmp_path / "missing", tmp_path / "processed", params_dict["ingest"])
     assert error.path == str(tmp_path / "missing")
     assert_no_output(tmp_path / "processed")
 
 
 def test_failed_ingest_keeps_previous_output(
-    raw_copy: Path, tmp_path: Path, data_params: dict[str, Any]
+    raw_copy: Path, tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     out = tmp_path / "processed"
     out.mkdir()
     (out / "previous.txt").write_text("kept")
     truncated_image(raw_copy)
-    _ingest_error(raw_copy, out, data_params["ingest"])
+    _ingest_error(raw_copy, out, params_dict["ingest"])
     assert (out / "previous.txt").read_text() == "kept"
     assert sorted(p.name for p in tmp_path.glob(".processed.tmp-*")) == []
 

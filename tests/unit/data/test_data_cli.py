@@ -20,11 +20,11 @@ def _medseg(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_ingest_missing_raw_is_one_line_error(
-    tmp_path: Path, data_params_file: Path, assert_no_output: Callable[[Path], None]
+    tmp_path: Path, params_file: Path, assert_no_output: Callable[[Path], None]
 ) -> None:
     missing, out = tmp_path / "missing", tmp_path / "out"
     result = _medseg("ingest", "--dataset", "x", "--raw", str(missing), "--out", str(out),
-                     "--params", str(data_params_file), cwd=tmp_path)
+                     "--params", str(params_file), cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -43,14 +43,14 @@ def test_ingest_missing_params_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_validate_defect_exits_nonzero_with_fail_lines(
-    ingested_copy: Path, tmp_path: Path, data_params_file: Path
+    ingested_copy: Path, tmp_path: Path, params_file: Path
 ) -> None:
     masks = np.load(ingested_copy / "masks.npy")
     masks[masks > 0] = 9
     np.save(ingested_copy / "masks.npy", masks)
     report = tmp_path / "validate.json"
     result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_copy), "--out", str(report),
-                     "--params", str(data_params_file), cwd=tmp_path)
+                     "--params", str(params_file), cwd=tmp_path)
     assert result.returncode != 0
     fails = [line for line in result.stdout.splitlines() if " FAIL " in f" {line} "]
     assert len(fails) == 1 and "mask_labels_in_label_map" in fails[0], result.stdout
@@ -60,10 +60,10 @@ def test_validate_defect_exits_nonzero_with_fail_lines(
 
 
 def test_validate_clean_dataset_exits_zero(
-    phantom_ingested: Path, tmp_path: Path, data_params_file: Path
+    ingested_sample: Path, tmp_path: Path, params_file: Path
 ) -> None:
     report = tmp_path / "validate.json"
-    result = _medseg("validate", "--dataset", "sample", "--data", str(phantom_ingested), "--out",
-                     str(report), "--params", str(data_params_file), cwd=tmp_path)
+    result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_sample), "--out",
+                     str(report), "--params", str(params_file), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "FAIL" not in result.stdout and result.stdout.count(" PASS ") == 6

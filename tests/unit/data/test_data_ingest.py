@@ -37,23 +37,23 @@ def _manifest(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "manifest.parquet")
 
 
-def _protocol_params(data_params: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    return {**data_params["ingest"], **overrides}
+def _protocol_params(params_dict: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return {**params_dict["ingest"], **overrides}
 
 
-def test_slice_counts_match_labeled_slices(phantom_raw: Path, phantom_ingested: Path) -> None:
-    manifest = _manifest(phantom_ingested)
+def test_slice_counts_match_labeled_slices(phantom_raw: Path, ingested_sample: Path) -> None:
+    manifest = _manifest(ingested_sample)
     for label_path in sorted((phantom_raw / "labelsTr").iterdir()):
         case = label_path.name.removesuffix(".nii.gz")
         expected = _labeled_slices(_canonical_label(label_path))
         got = manifest.loc[manifest["case"] == case, "slice_index"].tolist()
         assert got == expected, case
-    assert np.load(phantom_ingested / "images.npy").shape[0] == len(manifest)
+    assert np.load(ingested_sample / "images.npy").shape[0] == len(manifest)
 
 
-def test_arrays_are_uint8_square_and_masks_use_label_values(phantom_ingested: Path) -> None:
-    images = np.load(phantom_ingested / "images.npy")
-    masks = np.load(phantom_ingested / "masks.npy")
+def test_arrays_are_uint8_square_and_masks_use_label_values(ingested_sample: Path) -> None:
+    images = np.load(ingested_sample / "images.npy")
+    masks = np.load(ingested_sample / "masks.npy")
     assert images.dtype == masks.dtype == np.uint8
     assert images.ndim == 3 and images.shape[1:] == (64, 64)
     assert masks.shape == images.shape
@@ -62,10 +62,10 @@ def test_arrays_are_uint8_square_and_masks_use_label_values(phantom_ingested: Pa
     assert images.max() > 200 and images.min() == 0, "slices should use the 0-255 range"
 
 
-def test_manifest_has_one_row_per_slice(phantom_ingested: Path) -> None:
-    manifest = _manifest(phantom_ingested)
-    images = np.load(phantom_ingested / "images.npy")
-    masks = np.load(phantom_ingested / "masks.npy")
+def test_manifest_has_one_row_per_slice(ingested_sample: Path) -> None:
+    manifest = _manifest(ingested_sample)
+    images = np.load(ingested_sample / "images.npy")
+    masks = np.load(ingested_sample / "masks.npy")
     assert set(manifest.columns) >= MANIFEST_COLUMNS
     assert manifest["row"].tolist() == list(range(len(images)))
     assert (manifest["dataset"] == "sample").all()
@@ -76,20 +76,20 @@ def test_manifest_has_one_row_per_slice(phantom_ingested: Path) -> None:
     assert manifest["label_file"].str.startswith("labelsTr/").all()
 
 
-def test_splits_are_patient_level_and_seeded(phantom_ingested: Path, data_params: dict[str, Any]) -> None:
-    manifest = _manifest(phantom_ingested)
+def test_splits_are_patient_level_and_seeded(ingested_sample: Path, params_dict: dict[str, Any]) -> None:
+    manifest = _manifest(ingested_sample)
     assert (manifest.groupby("patient")["split"].nunique() == 1).all()
     assert set(manifest["split"]) == set(SPLITS)
     expected = assign_splits(
-        sorted(manifest["patient"].unique()), tuple(data_params["ingest"]["split_fractions"]),
-        int(data_params["seed"]),
+        sorted(manifest["patient"].unique()), tuple(params_dict["ingest"]["split_fractions"]),
+        int(params_dict["seed"]),
     )
     assert manifest["patient"].map(expected).tolist() == manifest["split"].tolist()
 
 
-def test_summary_matches_manifest(phantom_ingested: Path) -> None:
-    summary = json.loads((phantom_ingested / "ingest.json").read_text())
-    manifest = _manifest(phantom_ingested)
+def test_summary_matches_manifest(ingested_sample: Path) -> None:
+    summary = json.loads((ingested_sample / "ingest.json").read_text())
+    manifest = _manifest(ingested_sample)
     assert summary["synthetic"] is True
     assert summary["grouping"] == "patient"
     assert summary["image_size"] == 64
@@ -99,9 +99,9 @@ def test_summary_matches_manifest(phantom_ingested: Path) -> None:
     assert sum(summary["patients_per_split"].values()) == 6
 
 
-def test_keeping_empty_slices(phantom_raw: Path, tmp_path: Path, data_params: dict[str, Any]) -> None:
-    params = _protocol_params(data_params, drop_empty_slices=False)
-    summary = ingest_msd("sample", phantom_raw, tmp_path / "out", params, int(data_params["seed"]))
+def test_keeping_empty_slices(phantom_raw: Path, tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    params = _protocol_params(params_dict, drop_empty_slices=False)
+    summary = ingest_msd("sample", phantom_raw, tmp_path / "out", params, int(params_dict["seed"]))
     masks = np.load(tmp_path / "out" / "masks.npy")
     manifest = _manifest(tmp_path / "out")
     assert summary["num_slices"] == len(masks) == 6 * 8
@@ -112,20 +112,20 @@ def test_keeping_empty_slices(phantom_raw: Path, tmp_path: Path, data_params: di
 
 
 def test_same_input_gives_same_arrays(
-    phantom_raw: Path, phantom_ingested: Path, tmp_path: Path, data_params: dict[str, Any]
+    phantom_raw: Path, ingested_sample: Path, tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
-    ingest_msd("sample", phantom_raw, tmp_path / "again", data_params["ingest"], int(data_params["seed"]))
+    ingest_msd("sample", phantom_raw, tmp_path / "again", params_dict["ingest"], int(params_dict["seed"]))
     for name in ("images.npy", "masks.npy"):
-        assert (tmp_path / "again" / name).read_bytes() == (phantom_ingested / name).read_bytes()
+        assert (tmp_path / "again" / name).read_bytes() == (ingested_sample / name).read_bytes()
 
 
 def test_existing_output_is_replaced(
-    phantom_raw: Path, tmp_path: Path, data_params: dict[str, Any]
+    phantom_raw: Path, tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    ingest_msd("sample", phantom_raw, out, data_params["ingest"], int(data_params["seed"]))
+    ingest_msd("sample", phantom_raw, out, params_dict["ingest"], int(params_dict["seed"]))
     assert sorted(p.name for p in out.iterdir()) == [
         "images.npy", "ingest.json", "manifest.parquet", "masks.npy",
     ]
@@ -142,11 +142,11 @@ def _marker_pair() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_canonical_reorientation_is_applied(
-    tmp_path: Path, write_msd: Callable[..., Path], data_params: dict[str, Any]
+    tmp_path: Path, write_msd: Callable[..., Path], params_dict: dict[str, Any]
 ) -> None:
     image, label = _marker_pair()
     raw = write_msd(tmp_path / "raw", [("case_001", image, label)], affine=X_FLIP)
-    params = _protocol_params(data_params, image_size=8, drop_empty_slices=False, intensity_window=None)
+    params = _protocol_params(params_dict, image_size=8, drop_empty_slices=False, intensity_window=None)
     ingest_msd("hand", raw, tmp_path / "out", params, seed=0)
     masks = np.load(tmp_path / "out" / "masks.npy")
     images = np.load(tmp_path / "out" / "images.npy")
@@ -159,7 +159,7 @@ def test_canonical_reorientation_is_applied(
 
 
 def test_intensity_window_clips_before_scaling(
-    tmp_path: Path, write_msd: Callable[..., Path], data_params: dict[str, Any]
+    tmp_path: Path, write_msd: Callable[..., Path], params_dict: dict[str, Any]
 ) -> None:
     image = np.full((4, 4, 1), 40, dtype=np.int16)
     image[0] = -1000
@@ -168,7 +168,7 @@ def test_intensity_window_clips_before_scaling(
     image[2, 1] = 240
     label = np.ones((4, 4, 1), dtype=np.uint8)
     raw = write_msd(tmp_path / "raw", [("case_001", image, label)])
-    windowed = _protocol_params(data_params, image_size=4, intensity_window=[-160, 240])
+    windowed = _protocol_params(params_dict, image_size=4, intensity_window=[-160, 240])
     ingest_msd("hand", raw, tmp_path / "windowed", windowed, seed=0)
     ingest_msd("hand", raw, tmp_path / "full", {**windowed, "intensity_window": None}, seed=0)
     clipped = np.load(tmp_path / "windowed" / "images.npy")[0]

@@ -52,12 +52,12 @@ def test_different_seed_gives_different_volumes(tmp_path: Path) -> None:
             assert first[name] != second[name], name
 
 
-def test_from_params_reads_the_sample_section(data_params: dict[str, Any]) -> None:
-    spec = PhantomSpec.from_params(data_params["sample"])
+def test_from_params_reads_the_sample_section(params_dict: dict[str, Any]) -> None:
+    spec = PhantomSpec.from_params(params_dict["sample"])
     assert spec.num_patients == 6
     assert spec.shape == (32, 32, 8)
-    assert spec.noise_hu == float(data_params["sample"]["noise_hu"])
-    assert spec.lesion_contrast_hu == float(data_params["sample"]["lesion_contrast_hu"])
+    assert spec.noise_hu == float(params_dict["sample"]["noise_hu"])
+    assert spec.lesion_contrast_hu == float(params_dict["sample"]["lesion_contrast_hu"])
 
 
 def test_msd_layout(phantom_raw: Path) -> None:
@@ -144,9 +144,9 @@ def _best_threshold_dice(images: np.ndarray, masks: np.ndarray) -> float:
     return best
 
 
-def test_lesion_is_not_thresholdable(phantom_ingested: Path) -> None:
-    images = np.load(phantom_ingested / "images.npy")
-    masks = np.load(phantom_ingested / "masks.npy")
+def test_lesion_is_not_thresholdable(ingested_sample: Path) -> None:
+    images = np.load(ingested_sample / "images.npy")
+    masks = np.load(ingested_sample / "masks.npy")
     truth = masks > 0
     body = images > 0
     assert images[truth].mean() > images[body & ~truth].mean(), "the lesion should be brighter on average"

@@ -19,12 +19,12 @@ pytest_plugins = ["data_fixtures"]
 
 
 @pytest.mark.parametrize("split", SPLITS)
-def test_items_of_one_split(phantom_ingested: Path, split: str) -> None:
-    manifest = pd.read_parquet(phantom_ingested / "manifest.parquet")
+def test_items_of_one_split(ingested_sample: Path, split: str) -> None:
+    manifest = pd.read_parquet(ingested_sample / "manifest.parquet")
     rows = manifest.loc[manifest["split"] == split, "row"].tolist()
-    images = np.load(phantom_ingested / "images.npy")
-    masks = np.load(phantom_ingested / "masks.npy")
-    dataset = SliceDataset(phantom_ingested, split)
+    images = np.load(ingested_sample / "images.npy")
+    masks = np.load(ingested_sample / "masks.npy")
+    dataset = SliceDataset(ingested_sample, split)
     assert len(dataset) == len(rows) > 0
     for index, row in enumerate(rows):
         image, mask = dataset[index]
@@ -35,16 +35,16 @@ def test_items_of_one_split(phantom_ingested: Path, split: str) -> None:
         assert torch.equal(mask, torch.from_numpy(masks[row]).long())
 
 
-def test_splits_are_disjoint_and_cover_all_slices(phantom_ingested: Path) -> None:
-    datasets = [SliceDataset(phantom_ingested, split) for split in SPLITS]
+def test_splits_are_disjoint_and_cover_all_slices(ingested_sample: Path) -> None:
+    datasets = [SliceDataset(ingested_sample, split) for split in SPLITS]
     rows = [set(d.rows.tolist()) for d in datasets]
-    total = len(np.load(phantom_ingested / "masks.npy"))
+    total = len(np.load(ingested_sample / "masks.npy"))
     assert sum(len(r) for r in rows) == len(set().union(*rows)) == total
-    assert len(SliceDataset(phantom_ingested, "holdout")) == 0
+    assert len(SliceDataset(ingested_sample, "holdout")) == 0
 
 
-def test_items_stay_in_0_255_after_float_conversion(phantom_ingested: Path) -> None:
-    image, _ = SliceDataset(phantom_ingested, "train")[0]
+def test_items_stay_in_0_255_after_float_conversion(ingested_sample: Path) -> None:
+    image, _ = SliceDataset(ingested_sample, "train")[0]
     assert float(image.max()) > 1.0, "images are not rescaled to 0-1"
 
 

@@ -88,8 +88,8 @@ DEFECTS: list[tuple[Defect, str]] = [
 ]
 
 
-def test_clean_dataset_passes_every_check(phantom_ingested: Path, tmp_path: Path) -> None:
-    passed, results = validate("sample", phantom_ingested, tmp_path / "validate.json", SETTINGS)
+def test_clean_dataset_passes_every_check(ingested_sample: Path, tmp_path: Path) -> None:
+    passed, results = validate("sample", ingested_sample, tmp_path / "validate.json", SETTINGS)
     assert passed
     assert {r.name for r in results} == CHECK_NAMES
     assert all(r.passed for r in results)

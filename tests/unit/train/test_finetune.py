@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_params
+from helpers import tiny_params
 from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
