@@ -30,10 +30,11 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path that replaces ``target`` only if the block succeeds."""
+    """Yield a temporary file path (same suffix as ``target``) that replaces ``target`` only if the
+    block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -55,7 +55,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from medseg.train.finetune import TrainConfig, finetune
 
     params = load_params(args.params)
-    config = TrainConfig.from_params(section(params, "finetune"), int(params["seed"]))
+    config = TrainConfig.from_params(params)
     summary = finetune(args.dataset, args.strategy, args.data, args.out, config)
     print(f"finetune: {summary['strategy']} on {summary['dataset']}: best epoch {summary['best_epoch']}"
           f", val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, peak RSS "
@@ -86,6 +86,16 @@ def _report(args: argparse.Namespace) -> int:
             tmp.write_text(table.read_text())
     print(table.read_text())
     print(f"report: result table written to {table} (and {table.with_suffix('.csv')})")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from medseg.models.report import markdown_report, parameter_rows
+    from medseg.models.strategies import PeftConfig
+
+    peft = PeftConfig.from_params(section(load_params(args.params), "models"))
+    print("Parameters at 1024x1024 with 2 output classes (background + 1), as in the study's Table 3.\n")
+    print(markdown_report(parameter_rows(peft)))
     return 0
 
 
@@ -127,7 +137,8 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--markdown", "also write the table to this single Markdown file", "optional"))),
 )
 TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
-          (("--out", "output pipeline YAML"),)),)
+          (("--out", "output pipeline YAML"),)),
+         ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,5 @@ def compile_pipeline(params: dict[str, Any], out: str | Path) -> Path:
 
     out = Path(out)
     with atomic_file(out) as tmp:
-        compiler.Compiler().compile(build_demo_pipeline(section(params, "kubeflow")), str(tmp.with_suffix(".yaml")))
-        tmp.with_suffix(".yaml").replace(tmp)
+        compiler.Compiler().compile(build_demo_pipeline(section(params, "kubeflow")), str(tmp))
     return out

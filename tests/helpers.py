@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from medseg.models.strategies import PeftConfig
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "sample": {"num_patients": 6, "shape": [32, 32, 8]},
@@ -23,3 +25,8 @@ def tiny_params() -> dict[str, Any]:
     for section, values in TINY_OVERRIDES.items():
         params[section].update(values)
     return params
+
+
+def peft_config() -> PeftConfig:
+    """The Adapter/LoRA placements of the repository's params.yaml."""
+    return PeftConfig.from_params(tiny_params()["models"])

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from helpers import REPO
 from medseg.cli import STEPS, build_parser
 
 MEDSEG = str(Path(sys.executable).parent / "medseg")
@@ -57,3 +60,12 @@ def test_corrupt_input_gives_one_line_and_no_output(tmp_path: Path, params_file:
 def test_parser_requires_a_step() -> None:
     parser = build_parser()
     assert parser.parse_args(["report", "--runs", "r", "--out", "o"]).markdown is None
+
+
+def test_models_report_lists_every_strategy_beside_table3(capsys: pytest.CaptureFixture[str]) -> None:
+    from medseg.cli import main
+
+    assert main(["models", "--params", str(REPO / "params.yaml")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| vit_")]
+    assert len(rows) == 18 + 3
+    assert "| vit_b | endec | adapter | 96,094,479 | 2,499,328 (2.60%) | 97.28M / 3.68M | 97.28M / 3.68M |" in rows

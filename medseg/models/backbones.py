@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -45,7 +46,34 @@ def build_vit_t_encoder(image_size: int) -> nn.Module:
     )
 
 
-ENCODER_BUILDERS: dict[str, Callable[[int], nn.Module]] = {"vit_t": build_vit_t_encoder}
+def _sam_vit_encoder(embed_dim: int, depth: int, num_heads: int, global_attn: list[int],
+                     image_size: int) -> nn.Module:
+    """SAM's ViT image encoder as configured in ``segment_anything.build_sam``."""
+    from segment_anything.modeling import ImageEncoderViT
+
+    return ImageEncoderViT(
+        depth=depth, embed_dim=embed_dim, img_size=image_size, mlp_ratio=4,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=PATCH_SIZE,
+        qkv_bias=True, use_rel_pos=True, global_attn_indexes=global_attn, window_size=14,
+        out_chans=PROMPT_EMBED_DIM,
+    )
+
+
+def build_vit_b_encoder(image_size: int) -> nn.Module:
+    """SAM ViT-B (sam_vit_b_01ec64.pth; MedSAM's medsam_vit_b.pth has the same layout)."""
+    return _sam_vit_encoder(768, 12, 12, [2, 5, 8, 11], image_size)
+
+
+def build_vit_h_encoder(image_size: int) -> nn.Module:
+    """SAM ViT-H (sam_vit_h_4b8939.pth)."""
+    return _sam_vit_encoder(1280, 32, 16, [7, 15, 23, 31], image_size)
+
+
+ENCODER_BUILDERS: dict[str, Callable[[int], nn.Module]] = {
+    "vit_h": build_vit_h_encoder,
+    "vit_b": build_vit_b_encoder,
+    "vit_t": build_vit_t_encoder,
+}
 
 
 def build_prompt_encoder(image_size: int) -> nn.Module:

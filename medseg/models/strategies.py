@@ -1,18 +1,31 @@
-"""Fine-tuning strategies: ``<backbone>_<component>_<method>`` ids, e.g. ``vit_t_dec_vanilla``."""
+"""Fine-tuning strategies: ``<backbone>_<component>_<method>`` ids, e.g. ``vit_b_endec_lora``.
+
+A strategy is data: the id picks the backbone (vit_h | vit_b | vit_t), the component
+(dec: mask decoder only | endec: image encoder + mask decoder) and the method (vanilla | adapter |
+lora | adapterall, the study's "A*": adapters in every encoder block). Placements and sizes come from
+params.yaml (``models`` section) through :class:`PeftConfig`.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from torch import nn
 
 from medseg.errors import MedsegError
+from medseg.models import peft
 from medseg.models.backbones import ENCODER_BUILDERS
 
 COMPONENTS = {"dec": "mask decoder only", "endec": "image encoder + mask decoder"}
-METHODS = {"vanilla": "update all parameters of the chosen components"}
-_STRATEGY_ID = re.compile(r"^(?P<backbone>vit_[a-z]+)_(?P<component>[a-z]+)_(?P<method>[a-z*]+)$")
+METHODS = {
+    "vanilla": "all parameters of the chosen components",
+    "adapter": "bottleneck adapters at the configured encoder blocks and in the decoder",
+    "adapterall": "adapters in every encoder block (the study's A*) and in the decoder",
+    "lora": "rank-r updates of query and value projections",
+}
+_STRATEGY_ID = re.compile(r"^(?P<backbone>vit_[a-z]+)_(?P<component>[a-z]+)_(?P<method>[a-z]+)$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,25 @@ class Strategy:
     @property
     def name(self) -> str:
         return f"{self.backbone}_{self.component}_{self.method}"
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    """Adapter and LoRA sizes and placements (params.yaml ``models`` section)."""
+
+    adapter_ratio: float = 0.25
+    adapter_mlp_scale: float = 0.5
+    adapter_blocks: dict[str, list[int]] = field(default_factory=dict)
+    lora_rank: int = 4
+    lora_blocks: dict[str, list[int] | str] = field(default_factory=dict)
+    lora_train_fully: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, models: dict[str, Any]) -> PeftConfig:
+        return cls(**{k: models[k] for k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def parse_strategy(strategy_id: str) -> Strategy:
@@ -44,16 +76,71 @@ def parse_strategy(strategy_id: str) -> Strategy:
     return strategy
 
 
-def apply_strategy(model: nn.Module, strategy: Strategy) -> None:
-    """Set ``requires_grad`` so that exactly the strategy's parameters train.
+def all_strategies(backbones: list[str] | None = None) -> list[Strategy]:
+    """Every backbone x component x method combination, in the study's Table 3 order."""
+    return [Strategy(b, c, m) for b in (backbones or list(ENCODER_BUILDERS)) for c in COMPONENTS
+            for m in ("vanilla", "adapter", "lora")]
 
-    Decoder-only: the mask decoder trains; image and prompt encoders are frozen (automated mode
-    keeps the default prompt embeddings). Encoder+decoder vanilla: every parameter trains.
+
+def _resolve_blocks(selection: list[int] | str | None, count: int, what: str) -> list[int]:
+    if selection == "all":
+        return list(range(count))
+    if not isinstance(selection, list) or any(not 0 <= i < count for i in selection):
+        raise MedsegError(f"{what}: block indices {selection!r} must be 'all' or a list within 0..{count - 1}")
+    return selection
+
+
+def adapted_encoder_blocks(model: nn.Module, strategy: Strategy, config: PeftConfig) -> list[int]:
+    """Encoder block indices that receive adapters (empty unless an endec adapter strategy)."""
+    if strategy.component != "endec" or strategy.method not in ("adapter", "adapterall"):
+        return []
+    count = len(peft.encoder_blocks(model.image_encoder))
+    selection = "all" if strategy.method == "adapterall" else config.adapter_blocks.get(strategy.backbone)
+    return _resolve_blocks(selection, count, f"models.adapter_blocks.{strategy.backbone}")
+
+
+def _insert_modules(model: nn.Module, strategy: Strategy, config: PeftConfig) -> None:
+    if strategy.method in ("adapter", "adapterall"):
+        blocks = adapted_encoder_blocks(model, strategy, config)
+        peft.add_encoder_adapters(model.image_encoder, blocks, config.adapter_ratio, config.adapter_mlp_scale)
+        peft.add_decoder_adapters(model.mask_decoder, config.adapter_ratio)
+    elif strategy.method == "lora":
+        if strategy.component == "endec":
+            count = len(peft.encoder_blocks(model.image_encoder))
+            blocks = _resolve_blocks(config.lora_blocks.get(strategy.backbone), count,
+                                     f"models.lora_blocks.{strategy.backbone}")
+            peft.add_encoder_lora(model.image_encoder, blocks, config.lora_rank)
+        peft.add_decoder_lora(model.mask_decoder, config.lora_rank)
+
+
+def _is_trainable(name: str, strategy: Strategy, config: PeftConfig) -> bool:
+    """Which parameters a strategy trains (after its modules are inserted)."""
+    in_decoder = name.startswith("mask_decoder.")
+    if strategy.method == "vanilla":
+        return in_decoder or strategy.component == "endec"
+    if strategy.method in ("adapter", "adapterall"):
+        return ".adapter." in name and (in_decoder or strategy.component == "endec")
+    decoder_part = in_decoder and (".lora" in name or not name.startswith("mask_decoder.transformer."))
+    if strategy.component == "dec":
+        return decoder_part
+    fully = tuple(f"{prefix}." for prefix in config.lora_train_fully.get(strategy.backbone, []))
+    return decoder_part or ".lora" in name or name.startswith(("prompt_encoder.", *fully))
+
+
+def apply_strategy(model: nn.Module, strategy: Strategy, config: PeftConfig) -> None:
+    """Insert the strategy's modules and set ``requires_grad`` so exactly its parameters train.
+
+    - vanilla: dec trains the mask decoder; endec trains everything.
+    - adapter / adapterall: only the adapters train (decoder adapters; for endec also encoder adapters).
+    - lora: LoRA updates plus the decoder outside its two-way transformer; endec adds the encoder's
+      LoRA, the prompt encoder and the modules in ``models.lora_train_fully`` (ViT-T: conv stage 0).
+    In point and box modes the prompt encoder stays frozen whatever the strategy.
     """
-    for parameter in model.parameters():
-        parameter.requires_grad = strategy.component == "endec"
-    for parameter in model.mask_decoder.parameters():
-        parameter.requires_grad = True
+    _insert_modules(model, strategy, config)
+    prompted = getattr(model, "mode", "automated") != "automated"
+    for name, parameter in model.named_parameters():
+        frozen_prompts = prompted and name.startswith("prompt_encoder.")  # as in the study
+        parameter.requires_grad = _is_trainable(name, strategy, config) and not frozen_prompts
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -61,3 +148,15 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+def reference_code_depth_adapters(model: nn.Module, strategy: Strategy, config: PeftConfig) -> int:
+    """Parameters of the 3D-only "depth" adapters that the study's released code builds in each adapted
+    SAM ViT block (never trained in 2D; not built here) and that its Table 3 counts as trainable.
+    TinyViT blocks had none."""
+    if not hasattr(model.image_encoder, "blocks"):
+        return 0
+    blocks = adapted_encoder_blocks(model, strategy, config)
+    dim = model.image_encoder.patch_embed.proj.out_channels
+    hidden = int(dim * config.adapter_ratio)
+    return len(blocks) * (2 * dim * hidden + hidden + dim)

@@ -20,9 +20,10 @@ from medseg.atomic import atomic_dir, write_json
 from medseg.data.slice_dataset import SliceDataset
 from medseg.errors import MedsegError
 from medseg.eval.metrics import dice_per_class
-from medseg.models.checkpoints import build_model, export_checkpoint
+from medseg.models.checkpoints import export_checkpoint
+from medseg.models.factory import build_model, model_spec
 from medseg.models.segmenter import SamSegmenter
-from medseg.models.strategies import apply_strategy, count_parameters, parse_strategy
+from medseg.models.strategies import PeftConfig, count_parameters, parse_strategy
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,22 @@ class TrainConfig:
     warmup_iters: int
     num_classes: int
     checkpoint: str | None
+    encoder_checkpoint: str | None
     num_threads: int
     seed: int
+    peft: PeftConfig
 
     @classmethod
-    def from_params(cls, finetune: dict[str, Any], seed: int) -> TrainConfig:
+    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
+        finetune = params["finetune"]
         return cls(
             epochs=int(finetune["epochs"]), batch_size=int(finetune["batch_size"]),
             lr=float(finetune["lr"]), weight_decay=float(finetune["weight_decay"]),
             warmup_iters=int(finetune["warmup_iters"]), num_classes=int(finetune["num_classes"]),
             checkpoint=finetune.get("checkpoint") or None,
-            num_threads=int(finetune.get("num_threads", 0)), seed=seed,
+            encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
+            num_threads=int(finetune.get("num_threads", 0)), seed=int(params["seed"]),
+            peft=PeftConfig.from_params(params["models"]),
         )
 
 
@@ -114,8 +120,8 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
         torch.set_num_threads(config.num_threads)
     train_loader, val_loader = _loaders(data_dir, config.batch_size, config.seed)
     image_size = int(train_loader.dataset.images.shape[-1])
-    model = build_model(strategy.backbone, image_size, config.num_classes, config.checkpoint)
-    apply_strategy(model, strategy)
+    model = build_model(strategy.name, config.peft, image_size, config.num_classes,
+                        checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint)
     total, trainable = count_parameters(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
@@ -137,7 +143,7 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
                        f"lr {scheduler.get_last_lr()[0]:.2e}")
             if val_dice > best["val_dice"] or best["epoch"] < 0:
                 best = {"epoch": epoch, "val_dice": val_dice}
-                export_checkpoint(model, tmp / "model.pt", {
+                export_checkpoint(model, tmp / "model.pt", model_spec(strategy.name, config.peft), {
                     "dataset": dataset, "strategy": strategy.name, "mode": "automated",
                     "epoch": epoch, "val_dice": val_dice, "labels_from": str(data_dir),
                 })

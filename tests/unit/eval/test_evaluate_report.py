@@ -9,18 +9,22 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import peft_config
 from medseg.errors import MedsegError
 from medseg.eval.evaluate import evaluate
 from medseg.eval.report import write_report
 from medseg.models.checkpoints import export_checkpoint
+from medseg.models.factory import model_spec
 from medseg.models.segmenter import SamSegmenter
+
+SPEC = model_spec("vit_t_dec_vanilla", peft_config())
 
 
 @pytest.fixture(scope="module")
 def runs(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
-    export_checkpoint(SamSegmenter("vit_t", 64, 2), root / "model.pt", {"mode": "automated", "epoch": 0})
+    export_checkpoint(SamSegmenter("vit_t", 64, 2), root / "model.pt", SPEC, {"mode": "automated", "epoch": 0})
     evaluate("sample", "vit_t_dec_vanilla", ingested_sample, root / "model.pt",
              root / "runs/sample/vit_t_dec_vanilla/eval", batch_size=4)
     return root / "runs"
@@ -39,7 +43,7 @@ def test_evaluate_scores_every_test_slice(runs: Path, ingested_sample: Path) -> 
 
 
 def test_evaluate_refuses_a_model_of_another_input_size(ingested_sample: Path, tmp_path: Path) -> None:
-    export_checkpoint(SamSegmenter("vit_t", 128, 2), tmp_path / "model.pt", {})
+    export_checkpoint(SamSegmenter("vit_t", 128, 2), tmp_path / "model.pt", SPEC, {})
     with pytest.raises(MedsegError, match="128px"):
         evaluate("sample", "s", ingested_sample, tmp_path / "model.pt", tmp_path / "eval", 4)
     assert not (tmp_path / "eval").exists()

@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import peft_config
 from medseg.errors import MedsegError
-from medseg.models.checkpoints import build_model, export_checkpoint, load_exported, load_sam_weights
+from medseg.models.checkpoints import export_checkpoint, load_encoder_weights, load_exported, load_sam_weights
+from medseg.models.factory import build_model, model_spec
 from medseg.models.segmenter import SamSegmenter
+
+SPEC = model_spec("vit_t_dec_vanilla", peft_config())
 
 
 class _Exploit:
@@ -26,9 +30,9 @@ def _model(num_classes: int = 2, seed: int = 0) -> SamSegmenter:
 def test_export_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     model = _model().eval()
     images = torch.rand(2, 3, 64, 64) * 255
-    export_checkpoint(model, tmp_path / "model.pt", {"strategy": "vit_t_dec_vanilla"})
+    export_checkpoint(model, tmp_path / "model.pt", SPEC, {"epoch": 3})
     loaded, metadata = load_exported(tmp_path / "model.pt")
-    assert metadata == {"strategy": "vit_t_dec_vanilla"}
+    assert metadata == {"epoch": 3}
     with torch.no_grad():
         assert torch.equal(model(images), loaded(images))
 
@@ -42,7 +46,7 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
 
 def test_truncated_checkpoint_is_named(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
-    export_checkpoint(_model(), path, {})
+    export_checkpoint(_model(), path, SPEC, {})
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(MedsegError, match=r"model\.pt.*cannot load"):
         load_exported(path)
@@ -70,9 +74,31 @@ def test_checkpoint_of_another_backbone_lists_mismatched_keys(tmp_path: Path) ->
 
 def test_random_init_warns_loudly() -> None:
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        build_model("vit_t", 64, 2, checkpoint=None)
+        build_model("vit_t_dec_vanilla", peft_config(), 64, 2, checkpoint=None)
 
 
 def test_missing_checkpoint_path_is_named(tmp_path: Path) -> None:
     with pytest.raises(MedsegError, match=r"nowhere\.pth: checkpoint not found"):
-        build_model("vit_t", 64, 2, checkpoint=str(tmp_path / "nowhere.pth"))
+        build_model("vit_t_dec_vanilla", peft_config(), 64, 2, checkpoint=str(tmp_path / "nowhere.pth"))
+
+
+def test_encoder_only_weights_load_with_or_without_prefix(tmp_path: Path) -> None:
+    """SSLSAM-style files hold only the image encoder; the decoder keeps its weights."""
+    source = _model(seed=3)
+    bare = {k: v for k, v in source.image_encoder.state_dict().items()}
+    torch.save(bare, tmp_path / "sslsam_encoder.pth")
+    model = _model(seed=4)
+    decoder_before = model.mask_decoder.mask_tokens.weight.clone()
+    load_encoder_weights(model, tmp_path / "sslsam_encoder.pth")
+    assert torch.equal(model.image_encoder.neck[0].weight, source.image_encoder.neck[0].weight)
+    assert torch.equal(model.mask_decoder.mask_tokens.weight, decoder_before)
+    torch.save({f"image_encoder.{k}": v for k, v in bare.items()}, tmp_path / "prefixed.pth")
+    load_encoder_weights(_model(seed=5), tmp_path / "prefixed.pth")
+
+
+def test_encoder_weights_with_extra_keys_are_refused(tmp_path: Path) -> None:
+    state = dict(_model().image_encoder.state_dict())
+    state["mae_decoder.pred.weight"] = torch.zeros(2, 2)
+    torch.save(state, tmp_path / "mae_full.pth")
+    with pytest.raises(MedsegError, match=r"unexpected \[mae_decoder\.pred\.weight\]"):
+        load_encoder_weights(_model(), tmp_path / "mae_full.pth")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import peft_config
 from medseg.errors import MedsegError
 from medseg.models.segmenter import SamSegmenter
 from medseg.models.strategies import apply_strategy, count_parameters, parse_strategy
@@ -24,11 +25,11 @@ def test_forward_gives_class_logits_at_input_size(tiny_model: SamSegmenter) -> N
 
 def test_vit_t_parameter_counts_match_the_study(tiny_model: SamSegmenter) -> None:
     """Study Table 3, ViT-T Decoder Vanilla: 9.99M total, 3.92M trainable (2 output classes)."""
-    apply_strategy(tiny_model, parse_strategy("vit_t_dec_vanilla"))
+    apply_strategy(tiny_model, parse_strategy("vit_t_dec_vanilla"), peft_config())
     total, trainable = count_parameters(tiny_model)
     assert total == 9_989_771
     assert trainable == 3_918_019
-    apply_strategy(tiny_model, parse_strategy("vit_t_endec_vanilla"))
+    apply_strategy(tiny_model, parse_strategy("vit_t_endec_vanilla"), peft_config())
     assert count_parameters(tiny_model) == (total, total)
 
 
@@ -38,7 +39,7 @@ def test_stock_token_count_matches_mobile_sam() -> None:
 
 
 def test_decoder_only_trains_only_the_decoder(tiny_model: SamSegmenter) -> None:
-    apply_strategy(tiny_model, parse_strategy("vit_t_dec_vanilla"))
+    apply_strategy(tiny_model, parse_strategy("vit_t_dec_vanilla"), peft_config())
     tiny_model.zero_grad(set_to_none=True)
     embeddings = tiny_model.embed(torch.rand(1, 3, 64, 64) * 255)
     assert not embeddings.requires_grad  # frozen encoder builds no autograd graph
@@ -49,7 +50,7 @@ def test_decoder_only_trains_only_the_decoder(tiny_model: SamSegmenter) -> None:
 
 
 def test_encoder_decoder_strategy_trains_the_encoder(tiny_model: SamSegmenter) -> None:
-    apply_strategy(tiny_model, parse_strategy("vit_t_endec_vanilla"))
+    apply_strategy(tiny_model, parse_strategy("vit_t_endec_vanilla"), peft_config())
     tiny_model.zero_grad(set_to_none=True)
     tiny_model(torch.rand(1, 3, 64, 64) * 255).sum().backward()
     assert tiny_model.image_encoder.patch_embed.seq[0].c.weight.grad is not None

@@ -17,7 +17,7 @@ from medseg.train.finetune import TrainConfig, finetune, warmup_factor
 
 def _config(**overrides: object) -> TrainConfig:
     params = tiny_params()
-    config = TrainConfig.from_params(params["finetune"], seed=params["seed"])
+    config = TrainConfig.from_params(params)
     return TrainConfig(**{**config.__dict__, **overrides})
 
 

@@ -1,0 +1,45 @@
+"""Build a ready-to-train SAM: backbone, pretrained weights, then the strategy's modules and freezing."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from medseg.models.checkpoints import load_encoder_weights, load_sam_weights
+from medseg.models.segmenter import SamSegmenter
+from medseg.models.strategies import PeftConfig, apply_strategy, parse_strategy
+
+
+def build_model(strategy_id: str, peft: PeftConfig, image_size: int, num_classes: int,
+                mode: str = "automated", checkpoint: str | None = None,
+                encoder_checkpoint: str | None = None) -> SamSegmenter:
+    """A segmenter for ``strategy_id``: SAM weights from ``checkpoint`` (random init with a loud
+    warning when absent), optionally an encoder from ``encoder_checkpoint`` (e.g. SSLSAM), then the
+    strategy's adapters/LoRA and ``requires_grad`` flags."""
+    strategy = parse_strategy(strategy_id)
+    model = SamSegmenter(strategy.backbone, image_size, num_classes, mode)
+    if checkpoint:
+        load_sam_weights(model, checkpoint)
+    else:
+        warnings.warn(
+            f"NO SAM CHECKPOINT CONFIGURED: {strategy.backbone} starts from RANDOM weights; results say "
+            "nothing about SAM. Set finetune.checkpoint in params.yaml to a downloaded checkpoint.",
+            stacklevel=2,
+        )
+    if encoder_checkpoint:
+        load_encoder_weights(model, encoder_checkpoint)
+    apply_strategy(model, strategy, peft)
+    return model
+
+
+def model_spec(strategy_id: str, peft: PeftConfig) -> dict[str, Any]:
+    """What an exported checkpoint records to rebuild the architecture."""
+    return {"strategy": strategy_id, "peft": peft.to_dict()}
+
+
+def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mode: str) -> SamSegmenter:
+    """The architecture of an exported checkpoint (weights not loaded)."""
+    strategy = parse_strategy(spec["strategy"])
+    model = SamSegmenter(strategy.backbone, image_size, num_classes, mode)
+    apply_strategy(model, strategy, PeftConfig(**spec["peft"]))
+    return model

@@ -1,0 +1,1 @@
+"""Reference numbers transcribed from the study, for side-by-side comparison."""
