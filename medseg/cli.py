@@ -26,12 +26,30 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from medseg.data.ingest import ingest_msd
+    from medseg.data.ingest import ingest_dataset
 
     params = load_params(args.params)
-    summary = ingest_msd(args.dataset, args.raw, args.out, section(params, "ingest"), int(params["seed"]))
+    summary = ingest_dataset(args.dataset, args.raw, args.out, section(params, "ingest"), int(params["seed"]))
     print(f"ingest: {summary['num_slices']} slices of {args.dataset} -> {args.out} "
-          f"(slices per split {summary['slices_per_split']}, grouping by {summary['grouping']})")
+          f"(slices per split {summary['slices_per_split']}, grouping by {summary['grouping']}"
+          f"{', skipped ' + str(len(summary['skipped'])) + ' cases' if summary['skipped'] else ''})")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from medseg.data.registry import load_registry, markdown_table
+
+    extra = section(load_params(args.params), "ingest").get("extra_registries")
+    registry = load_registry(extra)
+    if args.readme:
+        from medseg.atomic import atomic_file
+        from medseg.data.registry import readme_markdown
+
+        with atomic_file(args.readme) as tmp:
+            tmp.write_text(readme_markdown(registry))
+        print(f"datasets: wrote {args.readme}")
+        return 0
+    print(markdown_table(registry))
     return 0
 
 
@@ -138,6 +156,8 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
 )
 TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
           (("--out", "output pipeline YAML"),)),
+         ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",
+          (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),)),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()))
 
 

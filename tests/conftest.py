@@ -39,9 +39,9 @@ def phantom_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ingested_sample(phantom_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny phantom ingested with the tiny params, once per session (treat as read-only)."""
-    from medseg.data.ingest import ingest_msd
+    from medseg.data.ingest import ingest_dataset
 
     params = tiny_params()
     out = tmp_path_factory.mktemp("ingested") / "processed"
-    ingest_msd("sample", phantom_raw, out, params["ingest"], int(params["seed"]))
+    ingest_dataset("sample", phantom_raw, out, params["ingest"], int(params["seed"]))
     return out

@@ -1,114 +1,150 @@
-"""``medseg ingest``: a raw dataset -> memory-mappable slice arrays + a parquet manifest.
+"""``medseg ingest``: a registered dataset as downloaded -> memory-mappable slices + a manifest.
 
 Output directory::
 
-    images.npy      uint8 (N, S, S) grayscale slices, 0-255 (replicated to 3 channels at load)
-    masks.npy       uint8 (N, S, S) label values per the dataset's label map
-    manifest.parquet one row per slice: dataset, patient, case, source files, slice index, split, ...
-    ingest.json     summary: grouping, counts per split, label map, image size, synthetic flag
+    images.npy       uint8 (N, S, S) grayscale slices, 0-255 (replicated to 3 channels at load)
+    masks.npy        uint8 (N, S, S) target classes (all zero for unlabeled pretraining sets)
+    manifest.parquet one row per slice: dataset, patient, case, source files, slice index, split,
+                     few-shot role, size, intensity stats, mask fraction, labels present
+    ingest.json      summary: grouping, counts per split, label map, skipped files, synthetic flag
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medseg.atomic import atomic_dir
-from medseg.data.msd import CasePair, read_msd_pairs
+from medseg.data.adapters import adapter_for
+from medseg.data.cases import Case
+from medseg.data.fewshot import fewshot_roles
+from medseg.data.registry import DatasetSpec, get_spec
 from medseg.data.slices import SliceProtocol, volume_to_slices
 from medseg.data.split import SPLITS, assign_splits
-from medseg.data.volumes import load_pair
 from medseg.errors import MedsegError
 
 
-def protocol_from_params(ingest_params: dict[str, Any]) -> SliceProtocol:
-    window = ingest_params.get("intensity_window")
+@dataclass(frozen=True)
+class CaseSlices:
+    case: Case
+    images: np.ndarray
+    masks: np.ndarray
+    indices: np.ndarray
+
+
+def protocol_for(spec: DatasetSpec, ingest_params: dict[str, Any]) -> SliceProtocol:
+    """The slice protocol of a dataset: global ``ingest`` settings, the registry's slice axis, and
+    the dataset's entry in ``ingest.overrides``."""
+    settings = {**ingest_params, "slice_axis": spec.slice_axis,
+                **(ingest_params.get("overrides") or {}).get(spec.alias, {})}
+    window, clip = settings.get("intensity_window"), settings.get("percentile_clip")
     return SliceProtocol(
-        image_size=int(ingest_params["image_size"]),
-        slice_axis=int(ingest_params["slice_axis"]),
+        image_size=int(settings["image_size"]), slice_axis=int(settings["slice_axis"]),
         intensity_window=(float(window[0]), float(window[1])) if window else None,
-        drop_empty_slices=bool(ingest_params["drop_empty_slices"]),
+        percentile_clip=(float(clip[0]), float(clip[1])) if clip else None,
+        drop_empty_slices=bool(settings["drop_empty_slices"]),
     )
 
 
-def _case_rows(
-    dataset: str, case: CasePair, raw_dir: Path, split: str, images: np.ndarray,
-    masks: np.ndarray, indices: np.ndarray,
-) -> list[dict[str, Any]]:
+def _process(job: tuple[Case, DatasetSpec, SliceProtocol, int]) -> CaseSlices:
+    case, spec, protocol, max_voxels = job
+    import torch
+
+    torch.set_num_threads(1)  # one process per core does the parallelism
+    image, mask = adapter_for(spec.adapter).load(case, spec, max_voxels)
+    images, masks, indices = volume_to_slices(image, mask, protocol)
+    return CaseSlices(case, images, masks, indices)
+
+
+def _process_safely(job: tuple[Case, DatasetSpec, SliceProtocol, int]) -> CaseSlices | MedsegError:
+    try:
+        return _process(job)
+    except MedsegError as exc:
+        return exc
+
+
+def _run(jobs: list[tuple[Case, DatasetSpec, SliceProtocol, int]], workers: int,
+         desc: str) -> list[CaseSlices | MedsegError]:
+    from tqdm import tqdm
+
+    if workers <= 1 or len(jobs) <= 1:
+        return [_process_safely(job) for job in tqdm(jobs, desc=desc, unit="case")]
+    import monai.transforms  # noqa: F401 - imported once here, inherited by the forked workers
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(tqdm(pool.map(_process_safely, jobs, chunksize=1), total=len(jobs), desc=desc, unit="case"))
+
+
+def _rows(spec: DatasetSpec, result: CaseSlices, raw_dir: Path, split: str) -> list[dict[str, Any]]:
+    root = raw_dir.resolve()
+    label_files = ";".join(str(p.relative_to(root)) for p in result.case.masks)
     rows = []
-    for image, mask, index in zip(images, masks, indices, strict=True):
+    for image, mask, index in zip(result.images, result.masks, result.indices, strict=True):
         rows.append({
-            "dataset": dataset,
-            "patient": case.patient_id,
-            "case": case.case_id,
-            "image_file": str(case.image.relative_to(raw_dir.resolve())),
-            "label_file": str(case.label.relative_to(raw_dir.resolve())),
-            "slice_index": int(index),
-            "split": split,
-            "height": int(image.shape[0]),
-            "width": int(image.shape[1]),
-            "intensity_mean": float(image.mean()),
-            "intensity_std": float(image.std()),
-            "mask_fraction": float((mask > 0).mean()),
-            "labels_present": ",".join(str(v) for v in np.unique(mask)),
+            "dataset": spec.alias, "patient": result.case.patient_id, "case": result.case.case_id,
+            "image_file": str(result.case.image.relative_to(root)), "label_file": label_files,
+            "slice_index": int(index), "split": split, "height": int(image.shape[0]), "width": int(image.shape[1]),
+            "intensity_mean": float(image.mean()), "intensity_std": float(image.std()),
+            "mask_fraction": float((mask > 0).mean()), "labels_present": ",".join(str(v) for v in np.unique(mask)),
         })
     return rows
 
 
-def ingest_msd(
-    dataset: str, raw_dir: str | Path, out_dir: str | Path, ingest_params: dict[str, Any], seed: int
-) -> dict[str, Any]:
-    """Ingest an MSD-layout dataset; writes ``out_dir`` atomically and returns the summary."""
+def ingest_dataset(alias: str, raw_dir: str | Path, out_dir: str | Path, ingest_params: dict[str, Any],
+                   seed: int) -> dict[str, Any]:
+    """Ingest a registered dataset; writes ``out_dir`` atomically and returns the summary."""
     import pandas as pd
-    from tqdm import tqdm
 
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise MedsegError("raw dataset directory not found", raw_dir)
-    protocol = protocol_from_params(ingest_params)
-    pairs, label_map = read_msd_pairs(raw_dir)
-    fractions = tuple(float(f) for f in ingest_params["split_fractions"])
-    splits = assign_splits([p.patient_id for p in pairs], fractions, seed)  # type: ignore[arg-type]
-    all_images, all_masks, rows = [], [], []
-    for case in tqdm(pairs, desc=f"ingest {dataset}", unit="volume"):
-        image, label = load_pair(case.image, case.label, int(ingest_params["max_voxels"]))
-        unknown = sorted(set(np.unique(label).tolist()) - set(label_map))
-        if unknown:
-            raise MedsegError(f"label values {unknown} are not in dataset.json labels", case.label)
-        images, masks, indices = volume_to_slices(image, label, protocol)
-        all_images.append(images)
-        all_masks.append(masks)
-        rows += _case_rows(dataset, case, raw_dir, splits[case.patient_id], images, masks, indices)
-    if not rows:
+    spec = get_spec(alias, ingest_params.get("extra_registries"))
+    protocol = protocol_for(spec, ingest_params)
+    if not spec.labeled:
+        protocol = replace(protocol, drop_empty_slices=False)
+    cases = adapter_for(spec.adapter).discover(raw_dir, spec)
+    splits = assign_splits([c.patient_id for c in cases], tuple(ingest_params["split_fractions"]), seed)
+    jobs = [(case, spec, protocol, int(ingest_params["max_voxels"])) for case in cases]
+    results = _run(jobs, int(ingest_params.get("workers", 1)), f"ingest {alias}")
+    skipped = _check_failures(cases, results, ingest_params.get("on_error", "fail"))
+    kept = [r for r in results if isinstance(r, CaseSlices) and len(r.images)]
+    if not kept:
         raise MedsegError("no slices left after dropping empty masks", raw_dir)
-    manifest = pd.DataFrame(rows)
+    manifest = pd.DataFrame([row for r in kept for row in _rows(spec, r, raw_dir, splits[r.case.patient_id])])
     manifest.insert(0, "row", np.arange(len(manifest)))
-    summary = _summary(dataset, raw_dir, manifest, label_map, protocol)
+    manifest["fewshot"] = fewshot_roles(manifest, int(ingest_params.get("fewshot_per_split", 5)), seed)
+    summary = _summary(spec, manifest, protocol, skipped)
     with atomic_dir(out_dir) as tmp:
-        np.save(tmp / "images.npy", np.concatenate(all_images))
-        np.save(tmp / "masks.npy", np.concatenate(all_masks))
+        np.save(tmp / "images.npy", np.concatenate([r.images for r in kept]))
+        np.save(tmp / "masks.npy", np.concatenate([r.masks for r in kept]))
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
         (tmp / "ingest.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _summary(
-    dataset: str, raw_dir: Path, manifest: Any, label_map: dict[int, str], protocol: SliceProtocol
-) -> dict[str, Any]:
-    synthetic = (raw_dir / "SYNTHETIC.txt").is_file()
+def _check_failures(cases: list[Case], results: list[CaseSlices | MedsegError],
+                    on_error: str) -> list[dict[str, str]]:
+    """Fail on the first bad case, or (``on_error: skip``) list the skipped ones for the summary."""
+    failures = [(case, r) for case, r in zip(cases, results, strict=True) if isinstance(r, MedsegError)]
+    if failures and on_error != "skip":
+        raise failures[0][1]
+    return [{"case": case.case_id, "problem": error.one_line()} for case, error in failures]
+
+
+def _summary(spec: DatasetSpec, manifest: Any, protocol: SliceProtocol,
+             skipped: list[dict[str, str]]) -> dict[str, Any]:
     return {
-        "dataset": dataset,
-        "grouping": "patient",
-        "synthetic": synthetic,
-        "image_size": protocol.image_size,
-        "channels_stored": 1,
-        "labels": {str(k): v for k, v in sorted(label_map.items())},
+        "dataset": spec.alias, "name": spec.name, "grouping": spec.grouping, "labeled": spec.labeled,
+        "synthetic": spec.synthetic, "image_size": protocol.image_size, "slice_axis": protocol.slice_axis,
+        "channels_stored": 1, "labels": {str(k): v for k, v in sorted(spec.labels.items())},
         "num_slices": len(manifest),
         "slices_per_split": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
-        "patients_per_split": {
-            s: int(manifest.loc[manifest["split"] == s, "patient"].nunique()) for s in SPLITS
-        },
+        "patients_per_split": {s: int(manifest.loc[manifest["split"] == s, "patient"].nunique()) for s in SPLITS},
+        "skipped": skipped,
     }

@@ -15,18 +15,24 @@ class SliceProtocol:
     slice_axis: int
     intensity_window: tuple[float, float] | None
     drop_empty_slices: bool
+    percentile_clip: tuple[float, float] | None = None
 
 
-def to_uint8(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """Per-volume min-max to 0-255 after an optional intensity window (e.g. a CT window)."""
-    from monai.transforms import ScaleIntensity, ScaleIntensityRange
+def to_uint8(volume: np.ndarray, window: tuple[float, float] | None,
+             percentiles: tuple[float, float] | None = None) -> np.ndarray:
+    """Intensities to 0-255: a fixed window (e.g. a CT window), else per-volume percentiles, else
+    per-volume min-max (the study's default)."""
+    from monai.transforms import ScaleIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
     if window is not None:
         low, high = window
         scaled = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=255.0, clip=True)(volume)
+    elif percentiles is not None:
+        low, high = percentiles
+        scaled = ScaleIntensityRangePercentiles(lower=low, upper=high, b_min=0.0, b_max=255.0, clip=True)(volume)
     else:
         scaled = ScaleIntensity(minv=0.0, maxv=255.0)(volume)
-    return np.round(np.asarray(scaled)).astype(np.uint8)
+    return np.clip(np.round(np.asarray(scaled)), 0, 255).astype(np.uint8)
 
 
 def _resize_stack(stack: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -40,14 +46,19 @@ def _resize_stack(stack: np.ndarray, size: int, mode: str) -> np.ndarray:
 
 
 def volume_to_slices(
-    image: np.ndarray, label: np.ndarray, protocol: SliceProtocol
+    image: np.ndarray, label: np.ndarray | None, protocol: SliceProtocol
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slices of one volume: uint8 images (N, S, S), uint8 masks (N, S, S), source slice indices."""
-    image_u8 = to_uint8(image, protocol.intensity_window)
+    """Slices of one volume: uint8 images (N, S, S), uint8 masks (N, S, S), source slice indices.
+
+    Without a label (pretraining sets) masks are zero and blank (constant) slices are dropped."""
+    image_u8 = to_uint8(image, protocol.intensity_window, protocol.percentile_clip)
     images = np.moveaxis(image_u8, protocol.slice_axis, 0)
-    masks = np.moveaxis(label, protocol.slice_axis, 0)
+    masks = np.zeros_like(images) if label is None else np.moveaxis(label, protocol.slice_axis, 0)
     indices = np.arange(images.shape[0])
-    if protocol.drop_empty_slices:
+    if label is None:
+        keep = images.reshape(images.shape[0], -1).std(axis=1) > 0
+        images, masks, indices = images[keep], masks[keep], indices[keep]
+    elif protocol.drop_empty_slices:
         keep = masks.reshape(masks.shape[0], -1).any(axis=1)
         images, masks, indices = images[keep], masks[keep], indices[keep]
     if images.shape[0] == 0:

@@ -1,16 +1,85 @@
-"""Safe loading of image/label volume pairs in canonical (RAS+) orientation."""
+"""Safe reading of medical images with SimpleITK: NIfTI, MHA, NRRD (incl. ``.seg.nrrd``), DICOM
+series and 2D files. Volumes come back as float32 arrays indexed (x, y, z) in RAS+ orientation (the
+same arrays as nibabel's ``as_closest_canonical``), with their geometry; sizes are checked from the
+header before any voxel is read."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medseg.errors import MedsegError
 
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
-def _open_nifti(path: Path, max_voxels: int):
-    """Open a NIfTI header, bounding its size before any voxel is read."""
+
+@dataclass(frozen=True)
+class Volume:
+    """Voxels (x, y, z) in RAS+ orientation and their voxel-to-RAS affine (4x4)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+
+def _reader(path: Path, max_voxels: int):
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise MedsegError(f"cannot read image header ({_first_line(exc)})", path) from exc
+    _check_size(tuple(reader.GetSize()), max_voxels, path)
+    return reader
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    fallback = lines[-1] if lines else ""
+    message = next((line for line in lines if "rror" in line or "exception" in line.lower()), fallback)
+    return f"{exc.__class__.__name__}: {message[:160]}"
+
+
+def _check_size(size: tuple[int, ...], max_voxels: int, path: Path) -> None:
+    if int(np.prod(size, dtype=np.int64)) > max_voxels:
+        raise MedsegError(f"image of size {size} exceeds the limit of {max_voxels} voxels", path)
+
+
+def _voxels(reader, path: Path):
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:  # truncated gzip, short file
+        raise MedsegError(f"cannot read voxel data ({_first_line(exc)})", path) from exc
+
+
+def _to_volume(image, path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3:
+        raise MedsegError(f"expected a 3D volume, got {image.GetDimension()}D", path)
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise MedsegError(f"expected one channel, got {image.GetNumberOfComponentsPerPixel()}", path)
+    oriented = sitk.DICOMOrient(image, "RAS")
+    array = sitk.GetArrayFromImage(oriented).transpose(2, 1, 0).astype(np.float32)
+    direction = np.asarray(oriented.GetDirection()).reshape(3, 3) * np.asarray(oriented.GetSpacing())
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ direction
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(oriented.GetOrigin())
+    return _finite(Volume(array, affine), path)
+
+
+def _finite(volume: Volume, path: Path) -> Volume:
+    if not np.all(np.isfinite(volume.array)):
+        raise MedsegError("image contains NaN or infinite values", path)
+    return volume
+
+
+def _read_nifti(path: Path, max_voxels: int) -> Volume:
+    """NIfTI through nibabel, which (unlike ITK's NIfTI reader) refuses truncated files."""
     import nibabel as nib
 
     try:
@@ -20,35 +89,82 @@ def _open_nifti(path: Path, max_voxels: int):
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 3:
         raise MedsegError(f"expected a 3D volume, got shape {shape}", path)
-    if int(np.prod(shape, dtype=np.int64)) > max_voxels:
-        raise MedsegError(f"volume of shape {shape} exceeds the limit of {max_voxels} voxels", path)
+    _check_size(shape, max_voxels, path)
     try:
-        return nib.as_closest_canonical(image)  # reads the voxels when the axes must be reordered
+        canonical = nib.as_closest_canonical(image)  # reads the voxels when axes must be reordered
+        array = np.asarray(canonical.dataobj, dtype=np.float32)
     except Exception as exc:  # truncated gzip, short file, bad scaling
         raise MedsegError(f"cannot read voxel data ({exc.__class__.__name__}: {exc})", path) from exc
+    return _finite(Volume(array, canonical.affine), path)
 
 
-def _voxels(image, path: Path) -> np.ndarray:
-    try:
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as exc:  # truncated gzip, short file, bad scaling
-        raise MedsegError(f"cannot read voxel data ({exc.__class__.__name__}: {exc})", path) from exc
-    if not np.all(np.isfinite(data)):
-        raise MedsegError("volume contains NaN or infinite values", path)
-    return data
+def read_volume(path: Path, max_voxels: int) -> Volume:
+    """A 3D image file (NIfTI, MHA, NRRD incl. .seg.nrrd, single-file DICOM) as a RAS+ volume."""
+    if path.name.endswith(NIFTI_SUFFIXES):
+        return _read_nifti(path, max_voxels)
+    return _to_volume(_voxels(_reader(path, max_voxels), path), path)
+
+
+def read_dicom_series(folder: Path, max_voxels: int) -> tuple[Volume, list[str]]:
+    """A DICOM series folder as a RAS+ volume, with the SOP Instance UIDs of its slices in the
+    order of the volume's file list (the reader sorts by position)."""
+    import SimpleITK as sitk
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise MedsegError("no DICOM series found", folder)
+    if len(series) > 1:
+        raise MedsegError(f"{len(series)} DICOM series in one folder; expected one", folder)
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    first = _reader(Path(files[0]), max_voxels)
+    _check_size((*first.GetSize()[:2], len(files)), max_voxels, folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOn()
+    image = _voxels(reader, folder)
+    uids = [reader.GetMetaData(i, "0008|0018").strip() if reader.HasMetaDataKey(i, "0008|0018") else ""
+            for i in range(len(files))]
+    return _to_volume(image, folder), uids
+
+
+def read_2d(path: Path, max_voxels: int) -> np.ndarray:
+    """A 2D image (PNG, TIFF, BMP, JPEG, ...) as a float32 (H, W) array; colour is averaged to gray."""
+    reader = _reader(path, max_voxels)
+    image = _voxels(reader, path)
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    array = array.squeeze()
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].mean(axis=-1)
+    if array.ndim != 2:
+        raise MedsegError(f"expected a 2D image, got shape {array.shape}", path)
+    if not np.all(np.isfinite(array)):
+        raise MedsegError("image contains NaN or infinite values", path)
+    return array
+
+
+def check_same_grid(image: Volume, label: Volume, label_path: Path) -> None:
+    """Refuse a label whose voxel grid differs from its image's (shape or affine)."""
+    if image.array.shape != label.array.shape:
+        raise MedsegError(f"label shape {label.array.shape} differs from image shape {image.array.shape}",
+                          label_path)
+    if not np.allclose(image.affine, label.affine, atol=1e-3):
+        raise MedsegError("label geometry (affine) differs from its image", label_path)
+
+
+def integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
+    """A label array checked for non-negative integers that fit uint8."""
+    if np.any(label < 0) or np.any(label != np.round(label)):
+        raise MedsegError("label has negative or non-integer values", path)
+    if label.max(initial=0) > 255:
+        raise MedsegError("label values above 255 are not supported", path)
+    return label.astype(np.uint8)
 
 
 def load_pair(image_path: Path, label_path: Path, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image (float32) and label (uint8) arrays in RAS+ orientation, checked for consistency."""
-    image = _open_nifti(image_path, max_voxels)
-    label = _open_nifti(label_path, max_voxels)
-    if image.shape != label.shape:
-        raise MedsegError(f"label shape {label.shape} differs from image shape {image.shape}", label_path)
-    if not np.allclose(image.affine, label.affine, atol=1e-3):
-        raise MedsegError("label geometry (affine) differs from its image", label_path)
-    label_values = _voxels(label, label_path)
-    if np.any(label_values < 0) or np.any(label_values != np.round(label_values)):
-        raise MedsegError("label volume has negative or non-integer values", label_path)
-    if label_values.max(initial=0) > 255:
-        raise MedsegError("label values above 255 are not supported", label_path)
-    return _voxels(image, image_path), label_values.astype(np.uint8)
+    """Image (float32) and label (uint8) arrays of a paired-volume case, checked for consistency."""
+    image, label = read_volume(image_path, max_voxels), read_volume(label_path, max_voxels)
+    check_same_grid(image, label, label_path)
+    return image.array, integer_labels(label.array, label_path)

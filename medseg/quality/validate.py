@@ -14,7 +14,7 @@ from medseg.atomic import write_json
 from medseg.data.slice_dataset import check_ingested, open_arrays, read_manifest
 from medseg.data.split import SPLITS
 
-MANIFEST_COLUMNS = ("row", "dataset", "patient", "case", "slice_index", "split", "mask_fraction")
+MANIFEST_COLUMNS = ("row", "dataset", "patient", "case", "slice_index", "split", "fewshot", "mask_fraction")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _labels(d: Ingested, _: dict[str, Any]) -> CheckResult:
 
 def _no_empty_masks(d: Ingested, p: dict[str, Any]) -> CheckResult:
     empty = int((d.masks.reshape(len(d.masks), -1).max(axis=1) == 0).sum())
-    ok = empty == 0 or not p["drop_empty_slices"]
+    ok = empty == 0 or not p["drop_empty_slices"] or not d.summary.get("labeled", True)
     return CheckResult("no_empty_masks", ok, f"{empty} slices with an empty mask")
 
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.data.ingest import ingest_msd
+from medseg.data.ingest import ingest_dataset
 from medseg.data.msd import read_msd_pairs, resolve_inside
 from medseg.data.volumes import load_pair
 from medseg.errors import MedsegError
@@ -135,7 +135,7 @@ MUTATIONS: list[Mutation] = [
 
 def _ingest_error(raw: Path, out: Path, ingest_params: dict[str, Any]) -> MedsegError:
     with pytest.raises(MedsegError) as caught:
-        ingest_msd("sample", raw, out, ingest_params, seed=0)
+        ingest_dataset("sample", raw, out, ingest_params, seed=0)
     return caught.value
 
 
@@ -192,7 +192,7 @@ def test_huge_header_is_refused_before_reading_voxels(
     def no_voxel_reads(*_: object, **__: object) -> None:
         raise AssertionError("voxels were read before the size check")
 
-    monkeypatch.setattr("medseg.data.volumes._voxels", no_voxel_reads)
+    monkeypatch.setattr("nibabel.as_closest_canonical", no_voxel_reads)  # NIfTI voxels are read there
     with pytest.raises(MedsegError, match="exceeds the limit"):
         load_pair(image, label, max_voxels=2**28)
 

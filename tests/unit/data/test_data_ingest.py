@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from medseg.data.ingest import ingest_msd
+from medseg.data.ingest import ingest_dataset
 from medseg.data.slices import SliceProtocol, to_uint8, volume_to_slices
 from medseg.data.split import SPLITS, assign_splits
 
@@ -38,7 +38,8 @@ def _manifest(out: Path) -> pd.DataFrame:
 
 
 def _protocol_params(params_dict: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    return {**params_dict["ingest"], **overrides}
+    """Ingest params for the hand-made datasets (registered as ``hand`` in the tests' registry)."""
+    return {**params_dict["ingest"], "extra_registries": [str(Path(__file__).parent / "registry")], **overrides}
 
 
 def test_slice_counts_match_labeled_slices(phantom_raw: Path, ingested_sample: Path) -> None:
@@ -101,7 +102,7 @@ def test_summary_matches_manifest(ingested_sample: Path) -> None:
 
 def test_keeping_empty_slices(phantom_raw: Path, tmp_path: Path, params_dict: dict[str, Any]) -> None:
     params = _protocol_params(params_dict, drop_empty_slices=False)
-    summary = ingest_msd("sample", phantom_raw, tmp_path / "out", params, int(params_dict["seed"]))
+    summary = ingest_dataset("sample", phantom_raw, tmp_path / "out", params, int(params_dict["seed"]))
     masks = np.load(tmp_path / "out" / "masks.npy")
     manifest = _manifest(tmp_path / "out")
     assert summary["num_slices"] == len(masks) == 6 * 8
@@ -114,7 +115,7 @@ def test_keeping_empty_slices(phantom_raw: Path, tmp_path: Path, params_dict: di
 def test_same_input_gives_same_arrays(
     phantom_raw: Path, ingested_sample: Path, tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
-    ingest_msd("sample", phantom_raw, tmp_path / "again", params_dict["ingest"], int(params_dict["seed"]))
+    ingest_dataset("sample", phantom_raw, tmp_path / "again", params_dict["ingest"], int(params_dict["seed"]))
     for name in ("images.npy", "masks.npy"):
         assert (tmp_path / "again" / name).read_bytes() == (ingested_sample / name).read_bytes()
 
@@ -125,7 +126,7 @@ def test_existing_output_is_replaced(
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    ingest_msd("sample", phantom_raw, out, params_dict["ingest"], int(params_dict["seed"]))
+    ingest_dataset("sample", phantom_raw, out, params_dict["ingest"], int(params_dict["seed"]))
     assert sorted(p.name for p in out.iterdir()) == [
         "images.npy", "ingest.json", "manifest.parquet", "masks.npy",
     ]
@@ -147,7 +148,7 @@ def test_canonical_reorientation_is_applied(
     image, label = _marker_pair()
     raw = write_msd(tmp_path / "raw", [("case_001", image, label)], affine=X_FLIP)
     params = _protocol_params(params_dict, image_size=8, drop_empty_slices=False, intensity_window=None)
-    ingest_msd("hand", raw, tmp_path / "out", params, seed=0)
+    ingest_dataset("hand", raw, tmp_path / "out", params, seed=0)
     masks = np.load(tmp_path / "out" / "masks.npy")
     images = np.load(tmp_path / "out" / "images.npy")
     canonical = _canonical_label(raw / "labelsTr" / "case_001.nii.gz")
@@ -169,8 +170,8 @@ def test_intensity_window_clips_before_scaling(
     label = np.ones((4, 4, 1), dtype=np.uint8)
     raw = write_msd(tmp_path / "raw", [("case_001", image, label)])
     windowed = _protocol_params(params_dict, image_size=4, intensity_window=[-160, 240])
-    ingest_msd("hand", raw, tmp_path / "windowed", windowed, seed=0)
-    ingest_msd("hand", raw, tmp_path / "full", {**windowed, "intensity_window": None}, seed=0)
+    ingest_dataset("hand", raw, tmp_path / "windowed", windowed, seed=0)
+    ingest_dataset("hand", raw, tmp_path / "full", {**windowed, "intensity_window": None}, seed=0)
     clipped = np.load(tmp_path / "windowed" / "images.npy")[0]
     assert (clipped[0] == 0).all() and (clipped[1] == 255).all()
     assert clipped[2, 0] == 0 and clipped[2, 1] == 255

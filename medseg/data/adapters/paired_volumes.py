@@ -1,0 +1,67 @@
+"""Paired volume files (NIfTI, MHA, NRRD): MSD ``dataset.json`` pairs, or an image glob with a
+regex rule that derives each label path (parallel folders, suffix or template names, BIDS paths).
+
+Settings: ``msd: true`` (``dataset.json`` at the root or in the one task folder below it); or ``images``
+(glob), ``exclude`` (name globs), ``label: {regex, replace}`` or ``label: {first: [{regex, replace}, ...]}``
+(the first rule that applies and names an existing file, e.g. a site whose label suffix is spelled
+differently, or the lowest-numbered rater), and ``unlabeled: skip`` to leave out images that have no
+label file (datasets where only some subjects were annotated).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.cases import Case, derive, find_files, first_existing, patient_of, strip_suffixes
+from medseg.data.labels import map_mask
+from medseg.data.msd import read_msd_pairs
+from medseg.data.registry import DatasetSpec
+from medseg.data.volumes import check_same_grid, read_volume
+from medseg.errors import MedsegError
+
+
+def _msd_root(raw_dir: Path) -> Path:
+    """The folder holding ``dataset.json``: the root, or the one task folder a download unpacks into."""
+    if (raw_dir / "dataset.json").is_file():
+        return raw_dir
+    nested = sorted(raw_dir.glob("*/dataset.json"))
+    return nested[0].parent if len(nested) == 1 else raw_dir
+
+
+def _label_of(image: Path, raw_dir: Path, rule: dict[str, Any]) -> Path | None:
+    """The label path of an image (it may not exist); None when no ``first`` rule names a file."""
+    if "first" in rule:
+        return first_existing(image, raw_dir, rule["first"])
+    return derive(image, raw_dir, rule["regex"], rule["replace"])
+
+
+def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
+    settings = spec.settings
+    if settings.get("msd"):
+        pairs, _ = read_msd_pairs(_msd_root(raw_dir))
+        return [Case(p.case_id, p.patient_id, p.image, (p.label,)) for p in pairs]
+    images = find_files(raw_dir, settings["images"], settings.get("exclude"))
+    if not images:
+        raise MedsegError(f"no images match '{settings['images']}' (expected layout: {spec.layout})", raw_dir)
+    cases = []
+    for image in images:
+        label = _label_of(image, raw_dir, settings["label"])
+        if label is None or not label.is_file():
+            if settings.get("unlabeled") == "skip":
+                continue
+            expected = label.relative_to(raw_dir.resolve()) if label else "a file named by a 'first' rule"
+            raise MedsegError(f"image has no label file (expected {expected})", image)
+        relative = image.relative_to(raw_dir.resolve()).as_posix()
+        case_id = strip_suffixes(relative).replace("/", "__")
+        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), image, (label,)))
+    return cases
+
+
+def load(case: Case, spec: DatasetSpec, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    image = read_volume(case.image, max_voxels)
+    label = read_volume(case.masks[0], max_voxels)
+    check_same_grid(image, label, case.masks[0])
+    return image.array, map_mask(label.array, spec.mask_values, spec.labels, case.masks[0])

@@ -1,0 +1,50 @@
+"""Unlabeled volumes for pretraining only (e.g. MRNet ``.npy`` stacks): images, no masks.
+
+Settings: ``images`` (glob), ``exclude``; ``.npy`` files are read without pickle and taken as
+(slices, H, W) unless ``npy_axes`` says otherwise; other formats go through the volume reader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.cases import Case, find_files, patient_of, strip_suffixes
+from medseg.data.registry import DatasetSpec
+from medseg.data.volumes import read_volume
+from medseg.errors import MedsegError
+
+
+def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
+    images = find_files(raw_dir, spec.settings["images"], spec.settings.get("exclude"))
+    if not images:
+        raise MedsegError(f"no images match '{spec.settings['images']}' (expected layout: {spec.layout})",
+                          raw_dir)
+    cases = []
+    for image in images:
+        relative = image.relative_to(raw_dir.resolve()).as_posix()
+        case_id = strip_suffixes(relative).replace("/", "__")
+        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), image))
+    return cases
+
+
+def _read_npy(path: Path, max_voxels: int) -> np.ndarray:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MedsegError(f"cannot read array ({exc})", path) from exc
+    if array.ndim != 3:
+        raise MedsegError(f"expected a 3D array, got shape {array.shape}", path)
+    if array.size > max_voxels:
+        raise MedsegError(f"array of shape {array.shape} exceeds the limit of {max_voxels} voxels", path)
+    data = np.asarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(data)):
+        raise MedsegError("array contains NaN or infinite values", path)
+    return data
+
+
+def load(case: Case, spec: DatasetSpec, max_voxels: int) -> tuple[np.ndarray, None]:
+    if case.image.suffix == ".npy":
+        return _read_npy(case.image, max_voxels), None
+    return read_volume(case.image, max_voxels).array, None

@@ -1,0 +1,281 @@
+"""DICOM slice headers, and masks put on a DICOM series' voxel grid: DICOM-SEG frames, PNG slice
+stacks (one PNG per DICOM file) and label volumes resampled onto the series.
+
+Frames are placed by geometry: each 2D frame's pixels are mapped through its plane (position,
+orientation, pixel spacing; the referenced source slice's plane for SEG frames) into the RAS+ voxel
+grid of the image volume, so masks follow the image whatever order or orientation the files have.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.labels import map_mask
+from medseg.data.volumes import Volume, read_2d, read_volume
+from medseg.errors import MedsegError
+
+SEG_STORAGE = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")  # SEG, label-map SEG
+_LPS = np.diag([-1.0, -1.0, 1.0])  # LPS <-> RAS (its own inverse)
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_GEOMETRY = ("SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+
+
+@dataclass(frozen=True)
+class Plane:
+    """Where a 2D frame lies: first pixel centre (LPS mm), row then column direction cosines,
+    pixel spacing (between rows, between columns) and frame size (rows, columns)."""
+
+    position: np.ndarray
+    orientation: np.ndarray
+    spacing: tuple[float, float]
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """One DICOM file of a series."""
+
+    path: Path
+    uid: str
+    instance: int | None
+    frame_of_reference: str
+    plane: Plane
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key by name with digit runs compared as numbers (``IMG-2`` before ``IMG-10``)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _plane(position: Any, orientation: Any, spacing: Any, shape: tuple[int, int], path: Path) -> Plane:
+    try:
+        plane = Plane(np.asarray(position, dtype=float).reshape(3), np.asarray(orientation, dtype=float).reshape(6),
+                      (float(spacing[0]), float(spacing[1])), shape)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise MedsegError(f"invalid image plane attributes ({exc.__class__.__name__}: {exc})", path) from exc
+    if not np.all(np.isfinite(plane.position)) or min(plane.spacing) <= 0:
+        raise MedsegError("invalid image position or pixel spacing", path)
+    return plane
+
+
+def _has_pixels(ds: Any) -> bool:
+    return any(tag in ds for tag in _PIXEL_TAGS)
+
+
+def _header(ds: Any, path: Path) -> SliceHeader:
+    if not _has_pixels(ds):
+        raise MedsegError("DICOM file has no pixel data", path)
+    missing = [key for key in _GEOMETRY if ds.get(key) in (None, "")]
+    if missing:
+        raise MedsegError(f"DICOM file lacks {missing}", path)
+    instance = ds.get("InstanceNumber")
+    plane = _plane(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
+                   (int(ds.Rows), int(ds.Columns)), path)
+    return SliceHeader(path, str(ds.SOPInstanceUID), None if instance in (None, "") else int(instance),
+                       str(ds.get("FrameOfReferenceUID", "")), plane)
+
+
+def _read_header(path: Path) -> Any:
+    """A DICOM file's attributes (large values left on disk), or None for a file that is not DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, defer_size="1 KB")
+    except InvalidDicomError:
+        pass  # no preamble: try once more without it, and keep it only if it looks like an image
+    except (OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise MedsegError(f"cannot read DICOM header ({exc.__class__.__name__})", path) from exc
+    try:
+        ds = pydicom.dcmread(path, defer_size="1 KB", force=True)
+    except Exception:  # a file that is not DICOM at all
+        return None
+    return ds if "SOPInstanceUID" in ds else None
+
+
+def scan_series(folder: Path) -> list[SliceHeader]:
+    """Headers of the DICOM files in a series folder; files without pixel data or plane geometry
+    are refused by name, non-DICOM files (notes, thumbnails) are passed over."""
+    headers = []
+    for path in sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=natural_key):
+        ds = _read_header(path)
+        if ds is not None:
+            headers.append(_header(ds, path))
+    if not headers:
+        raise MedsegError("no DICOM files in the series folder", folder)
+    return headers
+
+
+def frame_index(plane: Plane, image: Volume, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel indices (i, j, k; each of the frame's shape) of every pixel of a frame on the image's grid."""
+    to_voxel = np.linalg.inv(image.affine)
+    linear = to_voxel[:3, :3] @ _LPS
+    start = linear @ plane.position + to_voxel[:3, 3]
+    steps = np.stack([linear @ (plane.orientation[:3] * plane.spacing[1]),  # along a row: next column
+                      linear @ (plane.orientation[3:] * plane.spacing[0])])  # down a column: next row
+    unit = np.rint(steps)
+    if (not np.allclose(steps, unit, atol=1e-3) or np.abs(unit).sum(axis=1).tolist() != [1, 1]
+            or np.abs(unit).sum(axis=0).max() > 1):
+        raise MedsegError("a frame is not aligned with the image grid (orientation or pixel spacing differ)", path)
+    if not np.allclose(start, np.rint(start), atol=0.25):
+        raise MedsegError(f"a frame at {plane.position.round(2).tolist()} does not lie on the image grid", path)
+    rows, cols = np.indices(plane.shape)
+    index = (np.rint(start).astype(int)[:, None, None] + unit[0].astype(int)[:, None, None] * cols
+             + unit[1].astype(int)[:, None, None] * rows)
+    shape = np.asarray(image.array.shape)[:, None, None]
+    if index.min() < 0 or np.any(index >= shape):
+        raise MedsegError(f"a frame at {plane.position.round(2).tolist()} lies outside the image volume", path)
+    return index[0], index[1], index[2]
+
+
+def _put(mask: np.ndarray, frame: np.ndarray, plane: Plane, image: Volume, path: Path) -> None:
+    i, j, k = frame_index(plane, image, path)
+    mask[i, j, k] = np.maximum(mask[i, j, k], frame)
+
+
+def png_stack_mask(folder: Path, headers: list[SliceHeader], image: Volume, rule: Any, labels: dict[int, str],
+                   max_voxels: int) -> np.ndarray:
+    """Classes from a folder of PNG slices: PNG i (natural name order) belongs to DICOM file i in
+    InstanceNumber order, and lands on that file's slice of the image volume."""
+    pngs = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"
+                   and not p.name.startswith(".")), key=natural_key)
+    if len(pngs) != len(headers):
+        raise MedsegError(f"{len(pngs)} PNG masks for {len(headers)} DICOM slices", folder)
+    unnumbered = [h.path for h in headers if h.instance is None]
+    if unnumbered:
+        raise MedsegError("DICOM file has no InstanceNumber to pair it with its PNG mask", unnumbered[0])
+    mask = np.zeros(image.array.shape, dtype=np.uint8)
+    for png, header in zip(pngs, sorted(headers, key=lambda h: (h.instance, natural_key(h.path))), strict=True):
+        frame = read_2d(png, max_voxels)
+        if frame.shape != header.plane.shape:
+            raise MedsegError(f"PNG size {frame.shape} differs from its DICOM slice {header.path.name} "
+                              f"{header.plane.shape}", png)
+        _put(mask, map_mask(frame, rule, labels, png), header.plane, image, header.path)
+    return mask
+
+
+def _group(item: Any, shared: Any, name: str) -> Any:
+    """The first item of a functional group sequence, per-frame first, else shared; None if absent."""
+    for source in (item, shared):
+        sequence = source.get(name) if source is not None else None
+        if sequence:
+            return sequence[0]
+    return None
+
+
+def _read_seg(path: Path) -> Any:
+    import pydicom
+
+    try:
+        seg = pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for corrupt files
+        raise MedsegError(f"cannot read DICOM-SEG file ({exc.__class__.__name__})", path) from exc
+    if seg.get("SOPClassUID") not in SEG_STORAGE:
+        raise MedsegError(f"not a DICOM-SEG file (SOP class {seg.get('SOPClassUID')})", path)
+    return seg
+
+
+def _seg_frames(seg: Any, items: list[Any], shared: Any, path: Path) -> np.ndarray:
+    """Frames as segment numbers: binary/fractional frames carry their segment's number, label-map
+    frames hold segment numbers already."""
+    try:
+        pixels = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
+    except Exception as exc:  # missing decoders, short pixel data
+        raise MedsegError(f"cannot decode segmentation frames ({exc.__class__.__name__}: {exc})", path) from exc
+    if len(pixels) != len(items):
+        raise MedsegError(f"{len(pixels)} frames but {len(items)} per-frame descriptions", path)
+    kind = str(seg.get("SegmentationType", "BINARY"))
+    if kind == "LABELMAP":
+        return pixels
+    if kind == "FRACTIONAL":
+        pixels = pixels > float(seg.get("MaximumFractionalValue", 255)) / 2
+    numbers = []
+    for item in items:
+        identification = _group(item, shared, "SegmentIdentificationSequence")
+        if identification is None:
+            raise MedsegError("a segmentation frame names no segment", path)
+        numbers.append(int(identification.ReferencedSegmentNumber))
+    return (pixels > 0) * np.asarray(numbers, dtype=np.int64)[:, None, None]
+
+
+def _frame_plane(item: Any, shared: Any, series: dict[str, SliceHeader], seg: Any, path: Path) -> Plane:
+    """A SEG frame's plane: its referenced source slice's, else its own plane position."""
+    shape = (int(seg.Rows), int(seg.Columns))
+    derivations = (item.get("DerivationImageSequence") or []) if item is not None else []
+    sources = [str(s.ReferencedSOPInstanceUID) for d in derivations for s in (d.get("SourceImageSequence") or [])]
+    known = [series[uid] for uid in sources if uid in series]
+    if sources and not known:
+        raise MedsegError(f"segmentation frame references instance {sources[0]}, which is not in the image series",
+                          path)
+    if known:
+        if known[0].plane.shape != shape:
+            raise MedsegError(f"segmentation frame size {shape} differs from its source image "
+                              f"{known[0].path.name} {known[0].plane.shape}", path)
+        return known[0].plane
+    references = {h.frame_of_reference for h in series.values()}
+    if str(seg.get("FrameOfReferenceUID", "")) not in references:
+        raise MedsegError("segmentation has no source references and another frame of reference", path)
+    position = _group(item, shared, "PlanePositionSequence")
+    orientation = _group(item, shared, "PlaneOrientationSequence")
+    measures = _group(item, shared, "PixelMeasuresSequence")
+    if position is None or orientation is None or measures is None:
+        raise MedsegError("segmentation frame has neither a source image reference nor a plane position", path)
+    return _plane(position.ImagePositionPatient, orientation.ImageOrientationPatient, measures.PixelSpacing,
+                  shape, path)
+
+
+def seg_mask(path: Path, headers: list[SliceHeader], image: Volume) -> np.ndarray:
+    """Segment numbers on the image grid from a DICOM-SEG (the higher number wins where segments overlap)."""
+    seg = _read_seg(path)
+    shared = _group(seg, None, "SharedFunctionalGroupsSequence")
+    items = list(seg.get("PerFrameFunctionalGroupsSequence") or [None] * int(seg.get("NumberOfFrames", 1)))
+    frames = _seg_frames(seg, items, shared, path)
+    if frames.max(initial=0) > 255:
+        raise MedsegError("segment numbers above 255 are not supported", path)
+    series = {h.uid: h for h in headers}
+    mask = np.zeros(image.array.shape, dtype=np.uint8)
+    for frame, item in zip(frames, items, strict=True):
+        _put(mask, frame.astype(np.uint8), _frame_plane(item, shared, series, seg, path), image, path)
+    return mask
+
+
+def to_sitk(volume: Volume) -> Any:
+    """A SimpleITK image (LPS geometry) of a RAS+ volume."""
+    import SimpleITK as sitk
+
+    spacing = np.linalg.norm(volume.affine[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array.transpose(2, 1, 0)))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((_LPS @ (volume.affine[:3, :3] / spacing)).ravel().tolist())
+    image.SetOrigin((_LPS @ volume.affine[:3, 3]).tolist())
+    return image
+
+
+def _extent(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """Physical bounding box (RAS mm) of a volume's voxels, edges included."""
+    corners = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in volume.array.shape], indexing="ij")).reshape(3, -1)
+    points = volume.affine[:3, :3] @ corners + volume.affine[:3, 3:4]
+    return points.min(axis=1), points.max(axis=1)
+
+
+def resampled_mask(path: Path, image: Volume, max_voxels: int) -> np.ndarray:
+    """A label volume of any extent (e.g. a cropped Slicer ``.seg.nrrd``) resampled onto the image
+    grid, nearest neighbour; refused when it does not overlap the image or loses all foreground."""
+    import SimpleITK as sitk
+
+    label = read_volume(path, max_voxels)
+    (label_low, label_high), (image_low, image_high) = _extent(label), _extent(image)
+    if np.any(label_low >= image_high - 1e-3) or np.any(image_low >= label_high - 1e-3):
+        raise MedsegError("segmentation does not overlap the image's physical extent", path)
+    reference = to_sitk(Volume(np.zeros(image.array.shape, dtype=np.float32), image.affine))
+    resampled = sitk.Resample(to_sitk(label), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+                              sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
+    if label.array.any() and not array.any():
+        raise MedsegError("no foreground of the segmentation falls inside the image", path)
+    return array
