@@ -1,15 +1,21 @@
-"""Component ``validate``: blocking quality checks; a failure stops the pipeline."""
+"""Component ``validate``: the data gate; a blocking failure stops the pipeline."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 from components.image import DEFAULT_IMAGE
 
 
 @dsl.container_component
-def validate(dataset: str, processed: Input[Dataset], validation: Output[Artifact]) -> dsl.ContainerSpec:
+def validate(
+    dataset: str, raw: Input[Dataset], processed: Input[Dataset], validation: Output[Artifact],
+    summary: Output[Markdown],
+) -> dsl.ContainerSpec:
+    """``summary`` is the Markdown artifact the Kubeflow UI renders; ``validation`` holds the metrics
+    JSON and the drift reports."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGE,
         command=["medseg", "validate"],
-        args=["--dataset", dataset, "--data", processed.path, "--out", validation.path],
+        args=["--dataset", dataset, "--data", processed.path, "--raw", raw.path, "--out", validation.path,
+              "--markdown", summary.path],
     )

@@ -12,6 +12,19 @@ from pathlib import Path
 from typing import Any
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, target: Path, mode: int) -> None:
+    """Give the temporary file or folder normal permissions (mkstemp/mkdtemp make them private),
+    then move it into place."""
+    os.chmod(tmp, mode & ~_current_umask())
+    os.replace(tmp, target)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block succeeds."""
@@ -25,7 +38,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         raise
     if target.exists():
         shutil.rmtree(target)
-    os.replace(tmp, target)
+    _publish(tmp, target, 0o777)
 
 
 @contextlib.contextmanager
@@ -42,7 +55,7 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, target)
+    _publish(tmp, target, 0o666)
 
 
 def write_json(target: str | Path, payload: Any) -> None:

@@ -58,15 +58,25 @@ def _validate(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     ingest, gate = section(params, "ingest"), section(params, "validate")
-    settings = {"image_size": ingest["image_size"], "drop_empty_slices": ingest["drop_empty_slices"],
-                "min_slices_per_split": gate["min_slices_per_split"]}
-    passed, results = validate(args.dataset, args.data, args.out, settings)
-    for result in results:
-        print(f"validate: {'PASS' if result.passed else 'FAIL'} {result.name}: {result.detail}")
-    if not passed:
-        failed = ", ".join(r.name for r in results if not r.passed)
-        raise MedsegError(f"validation failed ({failed}); details in {args.out}", args.data)
+    settings = {**gate, "image_size": ingest["image_size"], "drop_empty_slices": ingest["drop_empty_slices"],
+                "split_fractions": ingest["split_fractions"]}
+    try:
+        result = validate(args.dataset, args.data, args.out, settings, args.raw, args.reference)
+    finally:
+        summary = Path(args.out) / "summary.md"
+        if args.markdown and summary.is_file():
+            _copy_text(summary, args.markdown)
+    checks = result["checks"]
+    print(f"validate: {args.dataset} passed {sum(checks.values())}/{len(checks)} checks, "
+          f"{result['num_warnings']} warning(s) -> {Path(args.out) / 'summary.md'}")
     return 0
+
+
+def _copy_text(source: Path, target: str) -> None:
+    from medseg.atomic import atomic_file
+
+    with atomic_file(target) as tmp:
+        tmp.write_text(source.read_text())
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -98,10 +108,7 @@ def _report(args: argparse.Namespace) -> int:
 
     table = write_report(args.runs, args.out)
     if args.markdown:
-        from medseg.atomic import atomic_file
-
-        with atomic_file(args.markdown) as tmp:
-            tmp.write_text(table.read_text())
+        _copy_text(table, args.markdown)
     print(table.read_text())
     print(f"report: result table written to {table} (and {table.with_suffix('.csv')})")
     return 0
@@ -144,8 +151,11 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
      (("--out", "output raw dataset directory"),)),
     ("ingest", _ingest, "raw dataset -> 2D slices, masks, manifest and patient-level splits",
      (DATASET, ("--raw", "raw dataset directory"), ("--out", "output directory"))),
-    ("validate", _validate, "blocking quality checks of an ingested dataset",
-     (DATASET, DATA, ("--out", "validation result JSON"))),
+    ("validate", _validate, "data gate: great-expectations checks and evidently drift reports",
+     (DATASET, DATA, ("--out", "validation directory (validation.json, summary.md, reports/)"),
+      ("--raw", "raw dataset directory, to check that source files exist", "optional"),
+      ("--reference", "another ingested dataset to report drift against", "optional"),
+      ("--markdown", "also write the summary to this single Markdown file", "optional"))),
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
      (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",

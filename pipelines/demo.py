@@ -27,7 +27,7 @@ def build_demo_pipeline(kubeflow: dict[str, Any]) -> Callable[..., Any]:
     def demo_pipeline(dataset: str = "sample", strategy: str = "vit_t_dec_vanilla") -> None:
         raw = sample()
         processed = ingest(dataset=dataset, raw=raw.outputs["raw"])
-        checked = validate(dataset=dataset, processed=processed.outputs["processed"])
+        checked = validate(dataset=dataset, raw=raw.outputs["raw"], processed=processed.outputs["processed"])
         trained = finetune(dataset=dataset, strategy=strategy, processed=processed.outputs["processed"],
                            validation=checked.outputs["validation"])
         scored = evaluate(dataset=dataset, strategy=strategy, processed=processed.outputs["processed"],

@@ -59,7 +59,7 @@ def test_metrics_and_plots_show(project: Path) -> None:
     files = next(iter(metrics.values()))["data"]
     eval_metrics = files["results/runs/sample/vit_t_dec_vanilla/eval/metrics.json"]["data"]
     assert 0.0 <= eval_metrics["dice_mean"] <= 1.0
-    assert files["results/validation/sample.json"]["data"]["passed"] is True
+    assert files["results/validation/sample/validation.json"]["data"]["passed"] is True
     _run(["dvc", "plots", "show", "-o", "plots_html"], project)
     assert "loss" in (project / "plots_html/index.html").read_text()
 
@@ -73,3 +73,19 @@ def test_push_then_pull_restores_outputs(project: Path) -> None:
     model.unlink()
     _run(["dvc", "pull"], project)
     assert model.read_bytes() == digest
+
+
+def test_repro_stops_at_validation_and_keeps_good_outputs(project: Path) -> None:
+    """Runs last: a broken gate setting makes validation fail; nothing downstream runs or changes."""
+    model = project / "models/sample/vit_t_dec_vanilla/model.pt"
+    before = model.read_bytes()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validate"]["min_slices_per_split"] = 10_000
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "min_slices_per_split" in result.stdout + result.stderr
+    assert "Running stage 'finetune" not in result.stdout
+    assert model.read_bytes() == before
+    assert (project / "results/report/report.md").is_file()

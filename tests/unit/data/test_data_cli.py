@@ -42,28 +42,27 @@ def test_ingest_missing_params_is_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_validate_defect_exits_nonzero_with_fail_lines(
+def test_validate_defect_exits_nonzero_naming_the_check(
     ingested_copy: Path, tmp_path: Path, params_file: Path
 ) -> None:
     masks = np.load(ingested_copy / "masks.npy")
     masks[masks > 0] = 9
     np.save(ingested_copy / "masks.npy", masks)
-    report = tmp_path / "validate.json"
-    result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_copy), "--out", str(report),
-                     "--params", str(params_file), cwd=tmp_path)
+    out = tmp_path / "validation"
+    result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_copy), "--out", str(out),
+                     "--params", str(params_file), "--markdown", str(tmp_path / "summary.md"), cwd=tmp_path)
     assert result.returncode != 0
-    fails = [line for line in result.stdout.splitlines() if " FAIL " in f" {line} "]
-    assert len(fails) == 1 and "mask_labels_in_label_map" in fails[0], result.stdout
-    assert result.stdout.count(" PASS ") == 5
-    assert "mask_labels_in_label_map" in result.stderr and str(ingested_copy) in result.stderr
-    assert report.is_file()
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "mask_labels" in errors[0] and str(ingested_copy) in errors[0]
+    assert "| mask_labels | FAIL | block |" in (tmp_path / "summary.md").read_text()
+    assert (out / "validation.json").is_file()
 
 
 def test_validate_clean_dataset_exits_zero(
     ingested_sample: Path, tmp_path: Path, params_file: Path
 ) -> None:
-    report = tmp_path / "validate.json"
+    out = tmp_path / "validation"
     result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_sample), "--out",
-                     str(report), "--params", str(params_file), cwd=tmp_path)
+                     str(out), "--params", str(params_file), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "FAIL" not in result.stdout and result.stdout.count(" PASS ") == 6
+    assert "passed 10/10 checks" in result.stdout

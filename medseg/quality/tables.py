@@ -1,0 +1,83 @@
+"""Tables the expectations run on, derived from an ingested dataset (manifest + arrays)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.split import SPLITS
+
+
+@dataclass(frozen=True)
+class Ingested:
+    manifest: Any  # pandas DataFrame
+    images: np.ndarray
+    masks: np.ndarray
+    summary: dict[str, Any]
+
+
+def slice_table(data: Ingested) -> Any:
+    """One row per slice: manifest fields plus the stored array's size, dtype, value range,
+    emptiness and content hash (rows beyond the arrays' length get no array fields)."""
+    import pandas as pd
+
+    table = data.manifest.reset_index(drop=True)
+    count = min(len(table), len(data.images), len(data.masks))
+    stats = {
+        "array_height": [data.images.shape[1]] * count, "array_width": [data.images.shape[2]] * count,
+        "image_dtype": [str(data.images.dtype)] * count, "mask_dtype": [str(data.masks.dtype)] * count,
+        "image_min": [float(data.images[i].min()) for i in range(count)],
+        "image_max": [float(data.images[i].max()) for i in range(count)],
+        "mask_empty": [not bool(data.masks[i].any()) for i in range(count)],
+        "image_hash": [hashlib.sha1(np.ascontiguousarray(data.images[i]).tobytes()).hexdigest()
+                       for i in range(count)],
+    }
+    return pd.concat([table, pd.DataFrame(stats)], axis=1)  # rows beyond the arrays get NaN
+
+
+def label_table(data: Ingested) -> Any:
+    """One row per (slice, label value present in its mask)."""
+    import pandas as pd
+
+    rows = [{"row": i, "label_value": int(v)} for i in range(len(data.masks)) for v in np.unique(data.masks[i])]
+    return pd.DataFrame(rows, columns=["row", "label_value"])
+
+
+def patient_split_table(manifest: Any) -> Any:
+    """Distinct (patient, split) pairs: a patient appearing twice sits in two splits."""
+    return manifest[["patient", "split"]].drop_duplicates().reset_index(drop=True)
+
+
+def hash_split_table(slices: Any) -> Any:
+    """Distinct (image hash, split) pairs: a hash appearing twice is an image shared by two splits."""
+    return slices[["image_hash", "split"]].dropna().drop_duplicates().reset_index(drop=True)
+
+
+def split_table(manifest: Any, fractions: tuple[float, float, float], grouping: str) -> Any:
+    """Per split: slices, units (patients or images), observed and expected unit fraction."""
+    import pandas as pd
+
+    unit = "patient" if grouping == "patient" else "row"
+    total_units = max(manifest[unit].nunique(), 1)
+    expected = dict(zip(SPLITS, (f / sum(fractions) for f in fractions), strict=True))
+    rows = []
+    for split in SPLITS:
+        part = manifest[manifest["split"] == split]
+        fraction = part[unit].nunique() / total_units
+        rows.append({"split": split, "slices": len(part), "units": part[unit].nunique(), "fraction": fraction,
+                     "expected": expected[split], "deviation": abs(fraction - expected[split])})
+    return pd.DataFrame(rows)
+
+
+def source_table(manifest: Any, raw_dir: Path | None) -> Any:
+    """Every source file named by the manifest, and whether it exists under the raw root."""
+    import pandas as pd
+
+    if raw_dir is None:
+        return pd.DataFrame(columns=["file", "exists"])
+    names = set(manifest["image_file"]) | {n for cell in manifest["label_file"] for n in str(cell).split(";") if n}
+    return pd.DataFrame([{"file": n, "exists": (raw_dir / n).exists()} for n in sorted(names)])

@@ -1,0 +1,155 @@
+"""The data gate: a clean dataset passes; each planted defect fails the check that names it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import tiny_params
+from medseg.errors import MedsegError
+from medseg.quality.validate import validate
+
+Defect = Callable[[Path, Path, dict[str, Any]], None]
+
+
+def _settings() -> dict[str, Any]:
+    params = tiny_params()
+    return {**params["validate"], "image_size": params["ingest"]["image_size"],
+            "drop_empty_slices": params["ingest"]["drop_empty_slices"],
+            "split_fractions": params["ingest"]["split_fractions"]}
+
+
+@pytest.fixture
+def copies(phantom_raw: Path, ingested_sample: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Private copies of the raw and ingested phantom, safe to break."""
+    return (Path(shutil.copytree(phantom_raw, tmp_path / "raw")),
+            Path(shutil.copytree(ingested_sample, tmp_path / "processed")))
+
+
+def _edit_manifest(data: Path, edit: Callable[[pd.DataFrame], None]) -> None:
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    edit(manifest)
+    manifest.to_parquet(data / "manifest.parquet", index=False)
+
+
+def _edit_array(data: Path, name: str, edit: Callable[[np.ndarray], np.ndarray]) -> None:
+    np.save(data / name, edit(np.load(data / name)))
+
+
+def leaked_patient(_: Path, data: Path, __: dict[str, Any]) -> None:
+    def move(m: pd.DataFrame) -> None:
+        m.loc[m.index[m["split"] == "train"][0], "split"] = "test"
+    _edit_manifest(data, move)
+
+
+def wrong_size(_: Path, __: Path, settings: dict[str, Any]) -> None:
+    settings["image_size"] = 32
+
+
+def non_binary_mask(_: Path, data: Path, __: dict[str, Any]) -> None:
+    def plant(masks: np.ndarray) -> np.ndarray:
+        masks[0][masks[0] > 0] = 7
+        return masks
+    _edit_array(data, "masks.npy", plant)
+
+
+def empty_mask_kept(_: Path, data: Path, __: dict[str, Any]) -> None:
+    def clear(masks: np.ndarray) -> np.ndarray:
+        masks[3] = 0
+        return masks
+    _edit_array(data, "masks.npy", clear)
+
+
+def out_of_range_value(_: Path, data: Path, __: dict[str, Any]) -> None:
+    def overflow(images: np.ndarray) -> np.ndarray:
+        wide = images.astype(np.float32)
+        wide[0, 0, 0] = 300.0
+        return wide
+    _edit_array(data, "images.npy", overflow)
+
+
+def missing_source_file(raw: Path, _: Path, __: dict[str, Any]) -> None:
+    next((raw / "imagesTr").glob("*.nii.gz")).unlink()
+
+
+def duplicate_across_splits(_: Path, data: Path, __: dict[str, Any]) -> None:
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    train, test = (int(manifest.loc[manifest["split"] == s, "row"].iloc[0]) for s in ("train", "test"))
+
+    def copy(images: np.ndarray) -> np.ndarray:
+        images[test] = images[train]
+        return images
+    _edit_array(data, "images.npy", copy)
+
+
+def too_few_slices(_: Path, __: Path, settings: dict[str, Any]) -> None:
+    settings["min_slices_per_split"] = 10_000
+
+
+def wrong_dtype(_: Path, data: Path, __: dict[str, Any]) -> None:
+    _edit_array(data, "images.npy", lambda images: images.astype(np.int16))
+
+
+def unbalanced_split(_: Path, data: Path, __: dict[str, Any]) -> None:
+    def to_train(m: pd.DataFrame) -> None:
+        m.loc[m["split"] == "test", "split"] = "train"
+    _edit_manifest(data, to_train)
+
+
+def missing_manifest_column(_: Path, data: Path, __: dict[str, Any]) -> None:
+    _edit_manifest(data, lambda m: m.drop(columns=["fewshot"], inplace=True))
+
+
+DEFECTS: dict[str, tuple[Defect, str]] = {
+    "leaked patient": (leaked_patient, "no_patient_in_two_splits"),
+    "wrong size": (wrong_size, "image_size"),
+    "non-binary mask": (non_binary_mask, "mask_labels"),
+    "empty mask kept": (empty_mask_kept, "no_empty_masks"),
+    "out-of-range value": (out_of_range_value, "value_range"),
+    "missing file": (missing_source_file, "source_files_exist"),
+    "duplicate image across splits": (duplicate_across_splits, "no_duplicate_images_across_splits"),
+    "too few slices": (too_few_slices, "min_slices_per_split"),
+    "wrong dtype": (wrong_dtype, "image_dtype"),
+    "unbalanced split": (unbalanced_split, "split_fractions"),
+    "missing manifest column": (missing_manifest_column, "manifest_schema"),
+}
+
+
+def test_clean_dataset_passes_every_check(copies: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, data = copies
+    result = validate("sample", data, tmp_path / "out", _settings(), raw)
+    assert result["passed"] and all(result["checks"].values()) and len(result["checks"]) == 11
+    assert json.loads((tmp_path / "out/validation.json").read_text()) == result
+    assert "FAIL" not in (tmp_path / "out/summary.md").read_text()
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_planted_defect_fails_its_named_check(defect: str, copies: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, data = copies
+    plant, check = DEFECTS[defect]
+    settings = _settings()
+    plant(raw, data, settings)
+    with pytest.raises(MedsegError, match=rf"validation failed: .*{check}"):
+        validate("sample", data, tmp_path / "out", settings, raw)
+    written = json.loads((tmp_path / "out/validation.json").read_text())
+    assert written["passed"] is False and written["checks"][check] is False
+    assert f"| {check} | FAIL | block |" in (tmp_path / "out/summary.md").read_text()
+
+
+def test_a_check_set_to_warn_reports_without_blocking(copies: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, data = copies
+    settings = _settings()
+    leaked_patient(raw, data, settings)
+    settings["checks"] = {**settings["checks"], "no_patient_in_two_splits": "warn"}
+    result = validate("sample", data, tmp_path / "out", settings, raw)
+    assert result["passed"] and not result["checks"]["no_patient_in_two_splits"] and result["num_warnings"] >= 1
+    summary = (tmp_path / "out/summary.md").read_text()
+    assert "| no_patient_in_two_splits | FAIL | warn |" in summary
+    assert "Examples for `no_patient_in_two_splits`" in summary
