@@ -79,3 +79,19 @@ def derive(path: Path, root: Path, regex: str, replacement: str) -> Path:
     if count == 0:
         raise MedsegError(f"pairing rule {regex!r} does not match '{relative}'", path)
     return resolve_inside(root, derived, path)
+
+
+def find_images(raw_dir: Path, settings: dict, layout: str) -> list[Path]:
+    """The images of a dataset by its ``images`` glob and ``exclude`` globs; none is an error that
+    shows the expected layout."""
+    images = find_files(raw_dir, settings["images"], settings.get("exclude"))
+    if not images:
+        raise MedsegError(f"no images match '{settings['images']}' (expected layout: {layout})", raw_dir)
+    return images
+
+
+def case_for(image: Path, raw_dir: Path, patient_pattern: str | None, masks: tuple[Path, ...] = ()) -> Case:
+    """A case named after the image's path under the root (``/`` -> ``__``), with its patient."""
+    relative = image.relative_to(raw_dir.resolve()).as_posix()
+    case_id = strip_suffixes(relative).replace("/", "__")
+    return Case(case_id, patient_of(relative, patient_pattern, case_id), image, masks)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.cases import Case, derive, find_files, patient_of, strip_suffixes
+from medseg.data.cases import Case, case_for, derive, find_images, strip_suffixes
 from medseg.data.labels import map_mask
 from medseg.data.registry import DatasetSpec
 from medseg.data.volumes import read_2d
@@ -47,11 +47,8 @@ def _masks_of(image: Path, raw_dir: Path, rule: dict) -> list[Path]:
 
 def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
     settings = spec.settings
-    images = find_files(raw_dir, settings["images"], settings.get("exclude"))
-    if not images:
-        raise MedsegError(f"no images match '{settings['images']}' (expected layout: {spec.layout})", raw_dir)
     cases = []
-    for image in images:
+    for image in find_images(raw_dir, settings, spec.layout):
         masks = _masks_of(image, raw_dir, settings["masks"])
         missing = [m for m in masks if not m.is_file()]
         if not masks or missing:
@@ -59,9 +56,7 @@ def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
                 continue
             expected = missing[0].relative_to(raw_dir.resolve()) if missing else "a mask beside it"
             raise MedsegError(f"image has no mask (expected {expected})", image)
-        relative = image.relative_to(raw_dir.resolve()).as_posix()
-        case_id = strip_suffixes(relative).replace("/", "__")
-        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), image, tuple(masks)))
+        cases.append(case_for(image, raw_dir, spec.patient_id, tuple(masks)))
     return cases
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.cases import Case, derive, find_files, first_existing, patient_of, strip_suffixes
+from medseg.data.cases import Case, case_for, derive, find_images, first_existing
 from medseg.data.labels import map_mask
 from medseg.data.msd import read_msd_pairs
 from medseg.data.registry import DatasetSpec
@@ -43,20 +43,15 @@ def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
     if settings.get("msd"):
         pairs, _ = read_msd_pairs(_msd_root(raw_dir))
         return [Case(p.case_id, p.patient_id, p.image, (p.label,)) for p in pairs]
-    images = find_files(raw_dir, settings["images"], settings.get("exclude"))
-    if not images:
-        raise MedsegError(f"no images match '{settings['images']}' (expected layout: {spec.layout})", raw_dir)
     cases = []
-    for image in images:
+    for image in find_images(raw_dir, settings, spec.layout):
         label = _label_of(image, raw_dir, settings["label"])
         if label is None or not label.is_file():
             if settings.get("unlabeled") == "skip":
                 continue
             expected = label.relative_to(raw_dir.resolve()) if label else "a file named by a 'first' rule"
             raise MedsegError(f"image has no label file (expected {expected})", image)
-        relative = image.relative_to(raw_dir.resolve()).as_posix()
-        case_id = strip_suffixes(relative).replace("/", "__")
-        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), image, (label,)))
+        cases.append(case_for(image, raw_dir, spec.patient_id, (label,)))
     return cases
 
 

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.cases import Case, find_files, patient_of, strip_suffixes
+from medseg.data.cases import Case, case_for, find_images
 from medseg.data.registry import DatasetSpec
 from medseg.data.volumes import read_volume
 from medseg.errors import MedsegError
 
 
 def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
-    images = find_files(raw_dir, spec.settings["images"], spec.settings.get("exclude"))
-    if not images:
-        raise MedsegError(f"no images match '{spec.settings['images']}' (expected layout: {spec.layout})",
-                          raw_dir)
-    cases = []
-    for image in images:
-        relative = image.relative_to(raw_dir.resolve()).as_posix()
-        case_id = strip_suffixes(relative).replace("/", "__")
-        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), image))
-    return cases
+    return [case_for(image, raw_dir, spec.patient_id) for image in find_images(raw_dir, spec.settings, spec.layout)]
 
 
 def _read_npy(path: Path, max_voxels: int) -> np.ndarray:
