@@ -80,11 +80,13 @@ def _copy_text(source: Path, target: str) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from medseg.train.finetune import TrainConfig, finetune
+    from medseg.train.config import TrainConfig
+    from medseg.train.finetune import finetune
 
     params = load_params(args.params)
     config = TrainConfig.from_params(params)
-    summary = finetune(args.dataset, args.strategy, args.data, args.out, config)
+    work_root = section(params, "finetune")["work_dir"]
+    summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
     print(f"finetune: {summary['strategy']} on {summary['dataset']}: best epoch {summary['best_epoch']}"
           f", val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, peak RSS "
           f"{summary['peak_rss_mb']} MB, trainable {summary['params_trainable']:,} of "
@@ -136,8 +138,11 @@ def _compile_pipeline(args: argparse.Namespace) -> int:
 def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handler, help_text: str,
               arguments: Sequence[tuple[str, ...]]) -> None:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    for flag, flag_help, *optional in arguments:
-        parser.add_argument(flag, required=not optional, help=flag_help)
+    for flag, flag_help, *kind in arguments:
+        if kind == ["switch"]:
+            parser.add_argument(flag, action="store_true", help=flag_help)
+        else:
+            parser.add_argument(flag, required=not kind, help=flag_help)
     parser.add_argument("--params", default=None, help="params file (default: $MEDSEG_PARAMS or ./params.yaml)")
     parser.set_defaults(handler=handler)
 
@@ -157,7 +162,8 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--reference", "another ingested dataset to report drift against", "optional"),
       ("--markdown", "also write the summary to this single Markdown file", "optional"))),
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
-     (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"))),
+     (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
+      ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
     ("report", _report, "aggregate evaluated runs into the results table",

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "sample": {"num_patients": 6, "shape": [32, 32, 8]},
     "ingest": {"image_size": 64, "workers": 1},
-    "finetune": {"epochs": 2, "batch_size": 4, "warmup_iters": 2},
+    "finetune": {"max_epochs": 2, "batch_size": 4, "warmup_iters": 2},
     "evaluate": {"batch_size": 8},
 }
 

@@ -50,11 +50,13 @@ def open_arrays(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SliceDataset(Dataset):
-    """Slices of one split: ``(image float32 (3, S, S) in 0-255, mask int64 (S, S))``."""
+    """Slices of one split: ``(image float32 (3, S, S) in 0-255, mask int64 (S, S))``; with
+    ``fewshot`` only the split's few-shot selection (the manifest's ``fewshot`` column)."""
 
-    def __init__(self, data_dir: str | Path, split: str) -> None:
+    def __init__(self, data_dir: str | Path, split: str, fewshot: bool = False) -> None:
         manifest = read_manifest(data_dir)
-        self.rows = manifest.loc[manifest["split"] == split, "row"].to_numpy()
+        column = "fewshot" if fewshot else "split"
+        self.rows = manifest.loc[manifest[column] == split, "row"].to_numpy()
         self.images, self.masks = open_arrays(data_dir)
 
     def __len__(self) -> int:

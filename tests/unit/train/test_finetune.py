@@ -1,31 +1,38 @@
-"""The training loop on a tiny ingested phantom."""
+"""The training engine on a tiny ingested phantom: recipe, early stopping, few-shot, exact resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from helpers import tiny_params
 from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
-from medseg.train.finetune import TrainConfig, finetune, warmup_factor
+from medseg.train.config import TrainConfig, warmup_factor
+from medseg.train.finetune import finetune
+from medseg.train.state import EarlyStopping
 
 
 def _config(**overrides: object) -> TrainConfig:
-    params = tiny_params()
-    config = TrainConfig.from_params(params)
-    return TrainConfig(**{**config.__dict__, **overrides})
+    return dataclasses.replace(TrainConfig.from_params(tiny_params()), **overrides)
 
 
 @pytest.fixture(scope="module")
 def trained_run(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "vit_t_dec_vanilla"
-    finetune("sample", "vit_t_dec_vanilla", ingested_sample, out, _config())
-    return out
+    root = tmp_path_factory.mktemp("run")
+    finetune("sample", "vit_t_dec_vanilla", ingested_sample, root / "out", _config(), root / "work")
+    return root / "out"
 
 
 def test_warmup_is_linear_then_flat() -> None:
@@ -34,19 +41,32 @@ def test_warmup_is_linear_then_flat() -> None:
 
 
 def test_recipe_values_come_from_params() -> None:
-    config = _config()
-    finetune_params = tiny_params()["finetune"]
-    assert (config.lr, config.weight_decay, config.batch_size) == (
-        finetune_params["lr"], finetune_params["weight_decay"], finetune_params["batch_size"])
+    params = tiny_params()
+    params["finetune"].update(lr=3e-4, weight_decay=0.05, early_stopping_patience=7)
+    config = TrainConfig.from_params(params)
+    assert (config.lr, config.weight_decay, config.early_stopping_patience) == (3e-4, 0.05, 7)
+    fewshot = TrainConfig.from_params(params, fewshot=True)
+    profile = params["finetune"]["fewshot"]
+    assert (fewshot.max_epochs, fewshot.batch_size, fewshot.early_stopping_patience) == (
+        profile["max_epochs"], profile["batch_size"], profile["early_stopping_patience"])
+
+
+def test_early_stopping_waits_for_patience_epochs() -> None:
+    stopping = EarlyStopping(patience=2)
+    improved = [stopping.update(epoch, score) for epoch, score in enumerate([0.1, 0.3, 0.2, 0.3, 0.25])]
+    assert improved == [True, True, False, False, False] and stopping.best_epoch == 1 and stopping.should_stop
+    never = EarlyStopping(patience=0)
+    for epoch in range(50):
+        never.update(epoch, 0.0)
+    assert not never.should_stop
 
 
 def test_run_writes_checkpoint_summary_and_curves(trained_run: Path) -> None:
     summary = json.loads((trained_run / "train_summary.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["random_init"] is True
+    assert summary["epochs_run"] == 2 and summary["random_init"] is True and summary["embedding_cache"] is True
     assert summary["params_trainable"] == 3_918_019
     loss_rows = (trained_run / "training/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert loss_rows[0].split("\t") == ["step", "loss"] and len(loss_rows) == 3
-    assert (trained_run / "training/plots/metrics/val/dice.tsv").is_file()
     model, metadata = load_exported(trained_run / "model.pt")
     assert metadata["strategy"] == "vit_t_dec_vanilla" and metadata["epoch"] == summary["best_epoch"]
     assert model.image_size == 64
@@ -59,19 +79,70 @@ def test_decoder_only_run_leaves_the_encoder_untouched(trained_run: Path) -> Non
     for (name, trained), (_, initial) in zip(model.named_parameters(), fresh.named_parameters(), strict=True):
         if name.startswith(("image_encoder.", "prompt_encoder.")):
             assert torch.equal(trained, initial), name
-    decoder_changed = any(
-        not torch.equal(a, b) for a, b in zip(model.mask_decoder.parameters(), fresh.mask_decoder.parameters(),
-                                              strict=True))
-    assert decoder_changed
+    assert any(not torch.equal(a, b) for a, b in zip(model.mask_decoder.parameters(),
+                                                      fresh.mask_decoder.parameters(), strict=True))
+
+
+def test_cached_and_uncached_decoder_training_agree(ingested_sample: Path, tmp_path: Path) -> None:
+    """Without augmentation the embedding cache changes speed, not results."""
+    config = _config(augment=dataclasses.replace(_config().augment, enabled=False))
+    finetune("sample", "vit_t_dec_vanilla", ingested_sample, tmp_path / "cached", config, tmp_path / "w1")
+    finetune("sample", "vit_t_dec_vanilla", ingested_sample, tmp_path / "plain",
+             dataclasses.replace(config, embedding_cache=False), tmp_path / "w2")
+    cached, plain = (json.loads((tmp_path / d / "train_summary.json").read_text()) for d in ("cached", "plain"))
+    assert cached["best_val_dice"] == pytest.approx(plain["best_val_dice"], abs=1e-4)
+
+
+def test_fewshot_profile_trains_on_the_fewshot_slices(ingested_sample: Path, tmp_path: Path) -> None:
+    config = _config(fewshot=True, batch_size=2, max_epochs=1)
+    summary = finetune("sample", "vit_t_dec_vanilla", ingested_sample, tmp_path / "out", config, tmp_path / "w")
+    _, metadata = load_exported(tmp_path / "out/model.pt")
+    assert metadata["fewshot"] is True and summary["epochs_run"] == 1
 
 
 def test_unknown_strategy_fails_before_writing(ingested_sample: Path, tmp_path: Path) -> None:
     with pytest.raises(MedsegError, match="vit_t_dec_magic"):
-        finetune("sample", "vit_t_dec_magic", ingested_sample, tmp_path / "out", _config())
+        finetune("sample", "vit_t_dec_magic", ingested_sample, tmp_path / "out", _config(), tmp_path / "w")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_data_is_named_and_nothing_written(tmp_path: Path) -> None:
     with pytest.raises(MedsegError, match=r"absent.*missing ingested file"):
-        finetune("sample", "vit_t_dec_vanilla", tmp_path / "absent", tmp_path / "out", _config())
+        finetune("sample", "vit_t_dec_vanilla", tmp_path / "absent", tmp_path / "out", _config(), tmp_path / "w")
     assert not (tmp_path / "out").exists()
+
+
+def _finetune_cmd(data: Path, out: Path, params: Path, resume: bool = False) -> list[str]:
+    medseg = str(Path(sys.executable).parent / "medseg")
+    return [medseg, "finetune", "--dataset", "sample", "--strategy", "vit_t_endec_vanilla", "--data", str(data),
+            "--out", str(out), "--params", str(params), *(["--resume"] if resume else [])]
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Path, tmp_path: Path) -> None:
+    """Kill the run mid-way (SIGKILL, after at least one saved epoch), resume it, and compare."""
+    params = tiny_params()
+    params["finetune"].update(max_epochs=4, work_dir=str(tmp_path / "work"), num_threads=1)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    state = tmp_path / "work/sample/vit_t_endec_vanilla/state.pt"
+    process = subprocess.Popen(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "resumed").exists()
+    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml", resume=True),
+                   check=True, capture_output=True)
+    params["finetune"]["work_dir"] = str(tmp_path / "work2")
+    (tmp_path / "params2.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "straight", tmp_path / "params2.yaml"),
+                   check=True, capture_output=True)
+    resumed, _ = load_exported(tmp_path / "resumed/model.pt")
+    straight, _ = load_exported(tmp_path / "straight/model.pt")
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), straight.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    curves = [(tmp_path / d / "training/plots/metrics/val/dice.tsv").read_text() for d in ("resumed", "straight")]
+    assert curves[0] == curves[1]
