@@ -26,6 +26,8 @@ def train_epoch(model: SamSegmenter, loader: Any, loss_fn: Any, optimizer: Any, 
     from tqdm import tqdm
 
     model.train()
+    if model.encoder_is_frozen():
+        model.image_encoder.eval()  # a frozen encoder keeps its normalisation statistics (TinyViT BatchNorm)
     losses = []
     for inputs, masks in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False):
         if augment is not None:

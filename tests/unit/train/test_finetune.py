@@ -91,6 +91,11 @@ def test_cached_and_uncached_decoder_training_agree(ingested_sample: Path, tmp_p
              dataclasses.replace(config, embedding_cache=False), tmp_path / "w2")
     cached, plain = (json.loads((tmp_path / d / "train_summary.json").read_text()) for d in ("cached", "plain"))
     assert cached["best_val_dice"] == pytest.approx(plain["best_val_dice"], abs=1e-4)
+    torch.manual_seed(tiny_params()["seed"])
+    fresh = SamSegmenter("vit_t", 64, 2).image_encoder.state_dict()
+    trained, _ = load_exported(tmp_path / "plain/model.pt")
+    for name, value in trained.image_encoder.state_dict().items():  # buffers too: BatchNorm statistics
+        assert torch.equal(value, fresh[name]), name
 
 
 def test_fewshot_profile_trains_on_the_fewshot_slices(ingested_sample: Path, tmp_path: Path) -> None:
