@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medseg.data.cases import resolve_inside
 from medseg.errors import MedsegError
 
 
@@ -18,14 +19,6 @@ class CasePair:
     patient_id: str
     image: Path
     label: Path
-
-
-def resolve_inside(root: Path, relative: str, listing: Path) -> Path:
-    """Resolve ``relative`` under ``root``; refuse paths that escape the dataset root."""
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root.resolve()):
-        raise MedsegError(f"path '{relative}' escapes the dataset root {root}", listing)
-    return candidate
 
 
 def _case_id(image_path: str) -> str:

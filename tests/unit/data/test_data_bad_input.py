@@ -12,8 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.data.cases import resolve_inside
 from medseg.data.ingest import ingest_dataset
-from medseg.data.msd import read_msd_pairs, resolve_inside
+from medseg.data.msd import read_msd_pairs
 from medseg.data.volumes import load_pair
 from medseg.errors import MedsegError
 
