@@ -153,3 +153,14 @@ def test_a_check_set_to_warn_reports_without_blocking(copies: tuple[Path, Path],
     summary = (tmp_path / "out/summary.md").read_text()
     assert "| no_patient_in_two_splits | FAIL | warn |" in summary
     assert "Examples for `no_patient_in_two_splits`" in summary
+
+
+def test_drift_against_another_dataset_is_reported_and_never_blocks(copies: tuple[Path, Path], tmp_path: Path) -> None:
+    raw, data = copies
+    reference = Path(shutil.copytree(data, tmp_path / "other_dataset"))
+    _edit_manifest(reference, lambda m: m.__setitem__("intensity_mean", m["intensity_mean"] + 80.0))
+    result = validate("sample", data, tmp_path / "out", _settings(), raw, reference_dir=reference)
+    assert result["passed"] and set(result["drift"]) == {"drift_train_vs_test", "drift_vs_other_dataset"}
+    assert result["drift"]["drift_vs_other_dataset"]["share_drifted"] > 0
+    assert (tmp_path / "out/reports/drift_vs_other_dataset.html").is_file()
+    assert "drift_vs_other_dataset: 1 drifted column(s) ['intensity_mean']" in (tmp_path / "out/summary.md").read_text()
