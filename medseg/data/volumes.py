@@ -152,19 +152,3 @@ def check_same_grid(image: Volume, label: Volume, label_path: Path) -> None:
                           label_path)
     if not np.allclose(image.affine, label.affine, atol=1e-3):
         raise MedsegError("label geometry (affine) differs from its image", label_path)
-
-
-def integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
-    """A label array checked for non-negative integers that fit uint8."""
-    if np.any(label < 0) or np.any(label != np.round(label)):
-        raise MedsegError("label has negative or non-integer values", path)
-    if label.max(initial=0) > 255:
-        raise MedsegError("label values above 255 are not supported", path)
-    return label.astype(np.uint8)
-
-
-def load_pair(image_path: Path, label_path: Path, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image (float32) and label (uint8) arrays of a paired-volume case, checked for consistency."""
-    image, label = read_volume(image_path, max_voxels), read_volume(label_path, max_voxels)
-    check_same_grid(image, label, label_path)
-    return image.array, integer_labels(label.array, label_path)

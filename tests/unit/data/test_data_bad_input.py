@@ -15,7 +15,7 @@ import pytest
 from medseg.data.cases import resolve_inside
 from medseg.data.ingest import ingest_dataset
 from medseg.data.msd import read_msd_pairs
-from medseg.data.volumes import load_pair
+from medseg.data.volumes import read_volume
 from medseg.errors import MedsegError
 
 pytest_plugins = ["data_fixtures"]
@@ -188,14 +188,13 @@ def test_huge_header_is_refused_before_reading_voxels(
     raw_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     image, _ = huge_header(raw_copy)
-    label = raw_copy / "labelsTr" / "phantom_002.nii.gz"
 
     def no_voxel_reads(*_: object, **__: object) -> None:
         raise AssertionError("voxels were read before the size check")
 
     monkeypatch.setattr("nibabel.as_closest_canonical", no_voxel_reads)  # NIfTI voxels are read there
     with pytest.raises(MedsegError, match="exceeds the limit"):
-        load_pair(image, label, max_voxels=2**28)
+        read_volume(image, max_voxels=2**28)
 
 
 def test_resolve_inside_accepts_paths_under_root(tmp_path: Path) -> None:
