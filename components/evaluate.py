@@ -1,6 +1,6 @@
 """Component ``evaluate``: test-split metrics of a fine-tuned model.
 
-The output artifact is a runs root laid out as ``<dataset>/<strategy>/eval``, as in dvc.yaml, so
+The output artifact is a runs root laid out as ``<dataset>/<mode>/<strategy>/eval``, as in dvc.yaml, so
 that ``report`` reads Kubeflow and DVC outputs alike."""
 
 from kfp import dsl
@@ -11,14 +11,16 @@ from components.image import DEFAULT_IMAGE
 
 @dsl.container_component
 def evaluate(
-    dataset: str, strategy: str, processed: Input[Dataset], run: Input[Model], runs: Output[Artifact],
+    dataset: str, strategy: str, mode: str, processed: Input[Dataset], run: Input[Model],
+    runs: Output[Artifact],
 ) -> dsl.ContainerSpec:
+    """``mode`` only names the output directory: the model records the mode it was trained in."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGE,
         command=["medseg", "evaluate"],
         args=[
             "--dataset", dataset, "--strategy", strategy, "--data", processed.path,
             "--model", dsl.ConcatPlaceholder([run.path, "/model.pt"]),
-            "--out", dsl.ConcatPlaceholder([runs.path, "/", dataset, "/", strategy, "/eval"]),
+            "--out", dsl.ConcatPlaceholder([runs.path, "/", dataset, "/", mode, "/", strategy, "/eval"]),
         ],
     )

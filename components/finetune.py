@@ -8,12 +8,13 @@ from components.image import DEFAULT_IMAGE
 
 @dsl.container_component
 def finetune(
-    dataset: str, strategy: str, processed: Input[Dataset], validation: Input[Artifact],
+    dataset: str, strategy: str, mode: str, processed: Input[Dataset], validation: Input[Artifact],
     run: Output[Model],
 ) -> dsl.ContainerSpec:
     """``validation`` is an input only to order this step after a passing validation."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGE,
         command=["medseg", "finetune"],
-        args=["--dataset", dataset, "--strategy", strategy, "--data", processed.path, "--out", run.path],
+        args=["--dataset", dataset, "--strategy", strategy, "--mode", mode, "--data", processed.path,
+              "--out", run.path],
     )

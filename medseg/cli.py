@@ -84,13 +84,15 @@ def _finetune(args: argparse.Namespace) -> int:
     from medseg.train.finetune import finetune
 
     params = load_params(args.params)
-    config = TrainConfig.from_params(params)
+    config = TrainConfig.from_params(params, mode=args.mode or "automated")
     work_root = section(params, "finetune")["work_dir"]
     summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
-    print(f"finetune: {summary['strategy']} on {summary['dataset']}: best epoch {summary['best_epoch']}"
-          f", val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, peak RSS "
-          f"{summary['peak_rss_mb']} MB, trainable {summary['params_trainable']:,} of "
-          f"{summary['params_total']:,} params -> {Path(args.out) / 'model.pt'}")
+    if summary["rank"] == 0:
+        print(f"finetune: {summary['strategy']} ({summary['mode']}) on {summary['dataset']}: best epoch "
+              f"{summary['best_epoch']}, val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, "
+              f"peak memory {summary['peak_memory_mb']} MB ({summary['device']} x{summary['processes']}), "
+              f"trainable {summary['params_trainable']:,} of {summary['params_total']:,} params -> "
+              f"{Path(args.out) / 'model.pt'}")
     return 0
 
 
@@ -98,9 +100,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg.eval.evaluate import evaluate
 
     params = load_params(args.params)
+    from medseg.train.prompted import PromptSettings
+
     batch_size = int(section(params, "evaluate")["batch_size"])
-    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, batch_size)
-    print(f"evaluate: {args.strategy} on {args.dataset}: test Dice {metrics['dice_mean']:.4f} over "
+    prompts = PromptSettings(**section(params, "finetune").get("prompts", {}))
+    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, batch_size, prompts,
+                       int(params["seed"]))
+    print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {metrics['dice_mean']:.4f} over "
           f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -163,11 +169,12 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--markdown", "also write the summary to this single Markdown file", "optional"))),
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
      (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
+      ("--mode", "automated (default), point or box prompts", "optional"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
     ("report", _report, "aggregate evaluated runs into the results table",
-     (("--runs", "directory of <dataset>/<strategy>/eval runs"), ("--out", "report directory"),
+     (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs"), ("--out", "report directory"),
       ("--markdown", "also write the table to this single Markdown file", "optional"))),
 )
 TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",

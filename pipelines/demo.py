@@ -24,13 +24,13 @@ def build_demo_pipeline(kubeflow: dict[str, Any]) -> Callable[..., Any]:
     image, resources = kubeflow["image"], kubeflow["resources"]
 
     @dsl.pipeline(name=kubeflow["pipeline_name"], description=__doc__)
-    def demo_pipeline(dataset: str = "sample", strategy: str = "vit_t_dec_vanilla") -> None:
+    def demo_pipeline(dataset: str = "sample", strategy: str = "vit_t_dec_vanilla", mode: str = "automated") -> None:
         raw = sample()
         processed = ingest(dataset=dataset, raw=raw.outputs["raw"])
         checked = validate(dataset=dataset, raw=raw.outputs["raw"], processed=processed.outputs["processed"])
-        trained = finetune(dataset=dataset, strategy=strategy, processed=processed.outputs["processed"],
+        trained = finetune(dataset=dataset, strategy=strategy, mode=mode, processed=processed.outputs["processed"],
                            validation=checked.outputs["validation"])
-        scored = evaluate(dataset=dataset, strategy=strategy, processed=processed.outputs["processed"],
+        scored = evaluate(dataset=dataset, strategy=strategy, mode=mode, processed=processed.outputs["processed"],
                           run=trained.outputs["run"])
         summary = report(runs=scored.outputs["runs"])
         for task in (raw, processed, checked, trained, scored, summary):

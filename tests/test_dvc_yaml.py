@@ -20,7 +20,8 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 STAGES: dict[str, Any] = DVC["stages"]
 
 
-ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0]}
+ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0],
+        "mode": PARAMS["finetune"]["modes"][0]}
 
 
 def _expand(text: str) -> str:

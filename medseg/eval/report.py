@@ -13,12 +13,12 @@ COLUMNS = ("dataset", "strategy", "mode", "dice_mean", "dice_std", "num_slices",
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Metrics of every run under ``runs_dir/<dataset>/<strategy>/eval/metrics.json``."""
+    """Metrics of every run under ``runs_dir/<dataset>/<mode>/<strategy>/eval/metrics.json``."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise MedsegError("runs directory not found", runs_dir)
     runs = []
-    for path in sorted(runs_dir.glob("*/*/eval/metrics.json")):
+    for path in sorted(runs_dir.glob("*/*/*/eval/metrics.json")):
         try:
             metrics = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -52,7 +52,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
 
     runs = collect_runs(runs_dir)
     if not runs:
-        raise MedsegError("no evaluated runs found (expected <dataset>/<strategy>/eval/metrics.json)",
+        raise MedsegError("no evaluated runs found (expected <dataset>/<mode>/<strategy>/eval/metrics.json)",
                           runs_dir)
     notes = []
     if any(r.get("synthetic_data") for r in runs):

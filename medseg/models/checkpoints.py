@@ -111,6 +111,7 @@ def export_checkpoint(model: SamSegmenter, path: str | Path, spec: dict[str, Any
         "image_size": model.image_size,
         "num_classes": model.num_classes,
         "mode": model.mode,
+        "candidates": model.candidates,
         "pixel_mean": model.pixel_mean.flatten().tolist(),
         "pixel_std": model.pixel_std.flatten().tolist(),
         "spec": spec,
@@ -130,7 +131,7 @@ def load_exported(path: str | Path) -> tuple[SamSegmenter, dict[str, Any]]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
     model = model_from_spec(payload["spec"], int(payload["image_size"]), int(payload["num_classes"]),
-                            payload.get("mode", "automated"))
+                            payload.get("mode", "automated"), bool(payload.get("candidates", False)))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -37,9 +37,10 @@ def model_spec(strategy_id: str, peft: PeftConfig) -> dict[str, Any]:
     return {"strategy": strategy_id, "peft": peft.to_dict()}
 
 
-def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mode: str) -> SamSegmenter:
+def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mode: str,
+                    candidates: bool = False) -> SamSegmenter:
     """The architecture of an exported checkpoint (weights not loaded)."""
     strategy = parse_strategy(spec["strategy"])
-    model = SamSegmenter(strategy.backbone, image_size, num_classes, mode)
+    model = SamSegmenter(strategy.backbone, image_size, num_classes, mode, candidates)
     apply_strategy(model, strategy, PeftConfig(**spec["peft"]))
     return model

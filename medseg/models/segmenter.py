@@ -1,5 +1,7 @@
 """SAM as a segmenter: automated (default prompt embeddings, one output per class) or prompted
-(point or box prompts, three candidate masks with predicted IoU, as in SAM)."""
+(one point or one box per image). Prompted models either output classes like automated ones (the
+study's prompt fine-tuning: background + the prompted object) or, with ``candidates=True``, SAM's
+three candidate masks with predicted IoU (original SAM, evaluated by highest confidence or oracle)."""
 
 from __future__ import annotations
 
@@ -17,25 +19,30 @@ from medseg.models.backbones import (
     build_prompt_encoder,
 )
 
-MODES = {"automated": "default prompt embeddings, one output per class", "point": "point prompts",
-         "box": "box prompts"}
+MODES = {"automated": "default prompt embeddings, one output per class", "point": "one point prompt per image",
+         "box": "one box prompt per image"}
 PROMPT_CANDIDATES = 3  # SAM's multimask output: three candidate masks per prompt
+PROMPT_WIDTH = {"point": 2, "box": 4}  # a prompt row: (x, y) or (x0, y0, x1, y1), input pixels
 
 
 class SamSegmenter(nn.Module):
     """Image encoder + prompt encoder + mask decoder, with state-dict keys as in SAM checkpoints.
 
-    ``forward`` takes images of shape (B, 3, S, S) with values 0-255 and returns class logits of
-    shape (B, num_classes, S, S). The i-th class is the decoder's (i+1)-th mask token, as in the
-    study's automated mode: ``prompt_encoder(points=None, boxes=None, masks=None)``.
+    ``forward`` takes images (B, 3, S, S) with values 0-255, or image embeddings with
+    ``embedded=True``, plus ``prompts`` (B, 2) points or (B, 4) boxes in prompted modes, and returns
+    class logits (B, num_classes, S, S). In automated mode the i-th class is the decoder's (i+1)-th
+    mask token, as in the study: ``prompt_encoder(points=None, boxes=None, masks=None)``.
     """
 
-    def __init__(self, backbone: str, image_size: int, num_classes: int, mode: str = "automated") -> None:
+    def __init__(self, backbone: str, image_size: int, num_classes: int, mode: str = "automated",
+                 candidates: bool = False) -> None:
         super().__init__()
         if mode not in MODES:
             raise MedsegError(f"unknown mode '{mode}'; known: {list(MODES)}")
         if mode != "automated" and num_classes != 2:
             raise MedsegError(f"{mode} prompts segment one object: num_classes must be 2, not {num_classes}")
+        if candidates and mode == "automated":
+            raise MedsegError("candidate masks need point or box prompts")
         if backbone not in ENCODER_BUILDERS:
             raise MedsegError(f"unknown backbone '{backbone}'; known: {sorted(ENCODER_BUILDERS)}")
         if image_size % PATCH_SIZE or image_size < 4 * PATCH_SIZE:
@@ -43,9 +50,10 @@ class SamSegmenter(nn.Module):
         if num_classes < 2:
             raise MedsegError(f"num_classes {num_classes} must count background and >= 1 class")
         self.backbone, self.image_size, self.num_classes, self.mode = backbone, image_size, num_classes, mode
+        self.candidates = candidates
         self.image_encoder = ENCODER_BUILDERS[backbone](image_size)
         self.prompt_encoder = build_prompt_encoder(image_size)
-        self.mask_decoder = build_mask_decoder(num_classes if mode == "automated" else PROMPT_CANDIDATES)
+        self.mask_decoder = build_mask_decoder(PROMPT_CANDIDATES if candidates else num_classes)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
 
@@ -60,50 +68,54 @@ class SamSegmenter(nn.Module):
                 return self.image_encoder(normalised)
         return self.image_encoder(normalised)
 
-    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Class logits at the input size from image embeddings (automated mode)."""
-        sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
+    def _prompt_embeddings(self, prompts: torch.Tensor | None, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "automated":
+            return self.prompt_encoder(points=None, boxes=None, masks=None)
+        row = prompts[index : index + 1].float()
+        if self.mode == "box":
+            return self.prompt_encoder(points=None, boxes=row, masks=None)
+        labels = torch.ones(1, 1, dtype=torch.long, device=row.device)  # one foreground point
+        return self.prompt_encoder(points=(row.view(1, 1, 2), labels), boxes=None, masks=None)
+
+    def _check_prompts(self, prompts: torch.Tensor | None, batch: int) -> None:
+        if self.mode == "automated":
+            if prompts is not None:
+                raise MedsegError("an automated-mode model takes no prompts")
+            return
+        width = PROMPT_WIDTH[self.mode]
+        if prompts is None or tuple(prompts.shape) != (batch, width):
+            shape = None if prompts is None else tuple(prompts.shape)
+            raise MedsegError(f"a {self.mode}-mode model needs prompts of shape ({batch}, {width}), got {shape}")
+
+    def decode_all(self, embeddings: torch.Tensor, prompts: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask logits at the input size (B, outputs, S, S) and predicted IoU (B, outputs)."""
+        self._check_prompts(prompts, len(embeddings))
         dense_pe = self.prompt_encoder.get_dense_pe()
-        logits = []
-        for embedding in embeddings:  # SAM's decoder expects one image per call
-            masks, _ = self.mask_decoder(
-                image_embeddings=embedding.unsqueeze(0), image_pe=dense_pe,
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
-            logits.append(masks)
-        low_res = torch.cat(logits, dim=0)
-        return F.interpolate(low_res, size=(self.image_size, self.image_size), mode="bilinear",
-                             align_corners=False)
-
-    def decode_prompted(self, embeddings: torch.Tensor, points: torch.Tensor | None = None,
-                        point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point or box prompts -> (candidate mask logits (B, 3, S, S), predicted IoU (B, 3)).
-
-        ``points`` (B, N, 2) and ``boxes`` (B, 4) are (x, y) pixel coordinates of the input image;
-        ``point_labels`` (B, N) are 1 for foreground and 0 for background points."""
         logits, scores = [], []
-        dense_pe = self.prompt_encoder.get_dense_pe()
-        for i, embedding in enumerate(embeddings):
-            sparse, dense = self.prompt_encoder(
-                points=None if points is None else (points[i : i + 1], point_labels[i : i + 1]),
-                boxes=None if boxes is None else boxes[i : i + 1], masks=None,
-            )
+        for index, embedding in enumerate(embeddings):  # SAM's decoder expects one image per call
+            sparse, dense = self._prompt_embeddings(prompts, index)
             masks, iou = self.mask_decoder(
                 image_embeddings=embedding.unsqueeze(0), image_pe=dense_pe, sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense, multimask_output=True,
             )
             logits.append(masks)
             scores.append(iou)
-        upsampled = F.interpolate(torch.cat(logits), size=(self.image_size, self.image_size),
-                                  mode="bilinear", align_corners=False)
+        upsampled = F.interpolate(torch.cat(logits), size=(self.image_size, self.image_size), mode="bilinear",
+                                  align_corners=False)
         return upsampled, torch.cat(scores)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mode != "automated":
-            raise MedsegError(f"a {self.mode}-mode model needs prompts: call decode_prompted")
-        return self.decode(self.embed(images))
+    def decode(self, embeddings: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, num_classes, S, S) from image embeddings."""
+        if self.candidates:
+            raise MedsegError("a candidate-mask model has no class outputs: use decode_all and a selection rule")
+        return self.decode_all(embeddings, prompts)[0]
+
+    def forward(self, inputs: torch.Tensor, prompts: torch.Tensor | None = None,
+                embedded: bool = False) -> torch.Tensor:
+        """Class logits from images (or image embeddings when ``embedded``)."""
+        self._check_prompts(prompts, len(inputs))
+        return self.decode(inputs if embedded else self.embed(inputs), prompts)
 
 
 def select_highest_confidence(logits: torch.Tensor, predicted_iou: torch.Tensor) -> torch.Tensor:

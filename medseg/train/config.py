@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medseg.errors import MedsegError
+from medseg.models.segmenter import MODES
 from medseg.models.strategies import PeftConfig
+from medseg.train.prompted import PromptSettings
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,20 @@ class TrainConfig:
     num_threads: int
     seed: int
     peft: PeftConfig
+    mode: str = "automated"
+    prompts: PromptSettings = field(default_factory=PromptSettings)
+    device: str = "auto"
+    precision: str = "fp32"
+    fused_attention: bool = True
+    activation_checkpointing: bool = False
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], fewshot: bool | None = None) -> TrainConfig:
+    def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
+                    ) -> TrainConfig:
         """The run's settings; the few-shot profile (``finetune.fewshot``) overrides epochs, batch size
         and early stopping when enabled (in params or by ``fewshot=True``)."""
+        if mode not in MODES:
+            raise MedsegError(f"unknown mode '{mode}'; known: {list(MODES)}")
         finetune = params["finetune"]
         profile = finetune["fewshot"]
         use_fewshot = bool(profile["enabled"]) if fewshot is None else fewshot
@@ -57,7 +69,11 @@ class TrainConfig:
             encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
             embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
             augment=AugmentConfig(**finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
-            seed=int(params["seed"]), peft=PeftConfig.from_params(params["models"]),
+            seed=int(params["seed"]), peft=PeftConfig.from_params(params["models"]), mode=mode,
+            prompts=PromptSettings(**finetune.get("prompts", {})), device=str(finetune.get("device", "auto")),
+            precision=str(finetune.get("precision", "fp32")),
+            fused_attention=bool(finetune.get("fused_attention", True)),
+            activation_checkpointing=bool(finetune.get("activation_checkpointing", False)),
         )
 
     def fingerprint(self, dataset: str, strategy: str) -> str:

@@ -1,21 +1,23 @@
-"""``medseg finetune``: train one SAM strategy on one ingested dataset (automated mode).
+"""``medseg finetune``: train one SAM strategy on one ingested dataset, in automated, point or box mode.
 
 The study's recipe (section 4.1.1): Dice + cross-entropy with equal weights (MONAI ``DiceCELoss``),
 AdamW with linear warm-up, histogram equalisation + colour jitter, early stopping on validation
 Dice, the best epoch exported as a self-contained checkpoint. The few-shot profile trains on the
-manifest's 5 + 5 few-shot slices. Decoder-only strategies can train on cached image embeddings
-(``finetune.embedding_cache``): the cache is augmentation-free, so augmentations are off then.
+manifest's 5 + 5 few-shot slices. Point and box modes train on simulated prompts with the prompt
+encoder frozen (``medseg.train.prompted``). Decoder-only strategies can train on cached image
+embeddings (``finetune.embedding_cache``): the cache is augmentation-free, so augmentations are off then.
 
-The run lives in a work directory (``finetune.work_dir``/<dataset>/<strategy>) holding the state
-saved every epoch; ``resume=True`` continues an interrupted run exactly. Only a finished run
-writes ``out_dir`` (model.pt, train_summary.json, training/ DVCLive logs), atomically.
+The run lives in a work directory (``finetune.work_dir``/<dataset>/<mode>/<strategy>) holding the
+state saved every epoch; ``resume=True`` continues an interrupted run exactly. Only a finished run
+writes ``out_dir`` (model.pt, train_summary.json, training/ DVCLive logs), atomically. Under
+``torchrun`` every process trains its share of each global batch; rank 0 alone logs and writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,124 +25,105 @@ import torch
 
 from medseg.atomic import atomic_dir, write_json
 from medseg.data.slice_dataset import SliceDataset
-from medseg.errors import MedsegError
 from medseg.models.checkpoints import export_checkpoint
-from medseg.models.factory import build_model, model_spec
-from medseg.models.segmenter import SamSegmenter
-from medseg.models.strategies import Strategy, count_parameters, parse_strategy
-from medseg.train.config import TrainConfig, warmup_factor
-from medseg.train.loop import mean_dice, train_epoch
-from medseg.train.state import STATE_FILE, EarlyStopping, Generators, load_state, save_state
+from medseg.models.factory import model_spec
+from medseg.models.strategies import count_parameters, parse_strategy
+from medseg.train.config import TrainConfig
+from medseg.train.loop import Engine, mean_dice, train_epoch
+from medseg.train.runtime import Runtime, start_runtime
+from medseg.train.setup import build_engine, load_datasets, start_or_resume
+from medseg.train.state import STATE_FILE, EarlyStopping, Generators, save_state
+
+LOGGED = ("train/loss", "val/dice", "lr")
 
 
-def _datasets(data_dir: Path, model: SamSegmenter, config: TrainConfig, cached: bool,
-              cache_root: Path) -> tuple[Any, Any]:
-    train = SliceDataset(data_dir, "train", fewshot=config.fewshot)
-    val = SliceDataset(data_dir, "val", fewshot=config.fewshot)
-    for name, dataset in (("train", train), ("val", val)):
-        if len(dataset) == 0:
-            raise MedsegError(f"the {name} split has no {'few-shot ' if config.fewshot else ''}slices",
-                              data_dir / "manifest.parquet")
-    if not cached:
-        return train, val
-    from medseg.train.embedding_cache import CachedEmbeddingDataset, EmbeddingCache
-
-    cache = EmbeddingCache(cache_root, model)
-    return (CachedEmbeddingDataset(train, cache, config.batch_size),
-            CachedEmbeddingDataset(val, cache, config.batch_size))
-
-
-def _augmenter(config: TrainConfig, cached: bool) -> Any:
-    if not config.augment.enabled:
-        return None
-    if cached:
-        warnings.warn("finetune.embedding_cache trains on augmentation-free embeddings: augmentations are off "
-                      "for this decoder-only run", stacklevel=2)
-        return None
-    from medseg.train.augment import StudyAugmentation
-
-    a = config.augment
-    return StudyAugmentation(a.equalize_probability, a.brightness, a.contrast, config.seed)
-
-
-def _setup(strategy: Strategy, image_size: int, config: TrainConfig) -> tuple[SamSegmenter, Any, Any]:
-    model = build_model(strategy.name, config.peft, image_size, config.num_classes,
-                        checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, config.warmup_iters))
-    return model, optimizer, scheduler
-
-
-def _start(work: Path, resume: bool, fingerprint: str, objects: tuple[Any, Any, Any],
-           config: TrainConfig, generators: Generators) -> tuple[int, EarlyStopping, list[dict[str, float]]]:
-    """Fresh start, or the saved state when resuming the same run."""
-    state = work / STATE_FILE
-    if resume and state.is_file():
-        if (work / "fingerprint").read_text().strip() != fingerprint:
-            raise MedsegError("saved training state belongs to other settings; rerun without --resume", state)
-        epoch, stopping = load_state(state, *objects, generators)
-        history = torch.load(work / "history.pt", weights_only=True)
-        return epoch + 1, stopping, history
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "fingerprint").write_text(fingerprint + "\n")
-    return 0, EarlyStopping(config.early_stopping_patience), []
-
-
-def _log(live: Any, entry: dict[str, float]) -> None:
-    for name in ("train/loss", "val/dice", "lr"):
-        live.log_metric(name, entry[name])
-    live.next_step()
+def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> Path:
+    """Where a run keeps its resumable state."""
+    return Path(work_root) / dataset / mode / strategy
 
 
 def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
              work_root: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train (or resume), export the best epoch to ``<out>/model.pt``; returns the summary."""
-    from dvclive import Live
-    from monai.losses import DiceCELoss
-    from tqdm import tqdm
+    with start_runtime(config.device, config.precision) as runtime:
+        return _run(dataset, strategy_id, Path(data_dir), Path(out_dir), config, Path(work_root), resume, runtime)
 
+
+def _run(dataset: str, strategy_id: str, data_dir: Path, out_dir: Path, config: TrainConfig, work_root: Path,
+         resume: bool, runtime: Runtime) -> dict[str, Any]:
     strategy = parse_strategy(strategy_id)
-    data_dir, out_dir, work = Path(data_dir), Path(out_dir), Path(work_root) / dataset / strategy.name
+    work = work_dir(work_root, dataset, config.mode, strategy.name)
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     image_size = int(SliceDataset(data_dir, "train").images.shape[-1])
-    model, optimizer, scheduler = _setup(strategy, image_size, config)
-    cached = config.embedding_cache and strategy.component == "dec"
+    engine = build_engine(strategy, image_size, config, runtime)
     generators = Generators.seeded(config.seed)
-    start, stopping, history = _start(work, resume, config.fingerprint(dataset, strategy.name),
-                                      (model, optimizer, scheduler), config, generators)
-    train_set, val_set = _datasets(data_dir, model, config, cached, Path(work_root) / "embedding-cache")
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
-                                               generator=generators.data)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.batch_size)
-    augment, started = _augmenter(config, cached), time.perf_counter()
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
-    with Live(dir=str(work / "training"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+    start, stopping, history = start_or_resume(work, resume, config.fingerprint(dataset, strategy.name), engine,
+                                               config, generators)
+    train_set, val_set = load_datasets(data_dir, engine, config, work_root / "embedding-cache")
+    started = time.perf_counter()
+    with _live(work, runtime) as live:
         for entry in history:  # a resumed run replays its curves, then goes on
             _log(live, entry)
         for epoch in range(start, config.max_epochs):
             if stopping.should_stop:
                 break
-            loss = train_epoch(model, train_loader, loss_fn, optimizer, scheduler, epoch, cached, augment,
-                               generators.augment)
-            dice = mean_dice(model, val_loader, cached)
-            history.append({"train/loss": loss, "val/dice": dice, "lr": scheduler.get_last_lr()[0]})
+            history.append(_epoch(engine, train_set, val_set, config, epoch, generators))
             _log(live, history[-1])
-            tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, val Dice {dice:.4f}, lr {history[-1]['lr']:.2e}")
-            if stopping.update(epoch, dice):
-                export_checkpoint(model, work / "best.pt", model_spec(strategy.name, config.peft), {
-                    "dataset": dataset, "strategy": strategy.name, "mode": "automated", "epoch": epoch,
-                    "val_dice": dice, "fewshot": config.fewshot})
-            torch.save(history, work / "history.pt")
-            save_state(work / STATE_FILE, epoch, model, optimizer, scheduler, stopping, generators)
-    summary = _summary(dataset, strategy.name, stopping, len(history), count_parameters(model), started, cached)
-    summary["random_init"] = config.checkpoint is None
-    _publish(work, out_dir, summary)
+            _save(work, engine, config, stopping, history, epoch, generators, dataset, strategy.name)
+    summary = _summary(dataset, strategy.name, config, stopping, len(history), engine, started)
+    if runtime.is_main:
+        _publish(work, out_dir, summary)
+    runtime.barrier()
     return summary
+
+
+def _epoch(engine: Engine, train_set: Any, val_set: Any, config: TrainConfig, epoch: int,
+           generators: Generators) -> dict[str, float]:
+    from tqdm import tqdm
+
+    loss = train_epoch(engine, train_set, config.batch_size, epoch, generators.data, generators.augment)
+    dice = mean_dice(engine, val_set, config.batch_size)
+    lr = engine.scheduler.get_last_lr()[0]
+    if engine.runtime.is_main:
+        tqdm.write(f"epoch {epoch}: train loss {loss:.4f}, val Dice {dice:.4f}, lr {lr:.2e}")
+    return {"train/loss": loss, "val/dice": dice, "lr": lr}
+
+
+def _save(work: Path, engine: Engine, config: TrainConfig, stopping: EarlyStopping, history: list[dict[str, float]],
+          epoch: int, generators: Generators, dataset: str, strategy: str) -> None:
+    """Update early stopping on every process; rank 0 writes the best checkpoint and the state."""
+    improved = stopping.update(epoch, history[-1]["val/dice"])
+    if engine.runtime.is_main:
+        if improved:
+            export_checkpoint(engine.model, work / "best.pt", model_spec(strategy, config.peft), {
+                "dataset": dataset, "strategy": strategy, "mode": config.mode, "epoch": epoch,
+                "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot})
+        torch.save(history, work / "history.pt")
+        save_state(work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping, generators)
+    engine.runtime.barrier()
+
+
+@contextlib.contextmanager
+def _live(work: Path, runtime: Runtime) -> Any:
+    """DVCLive on rank 0; nothing elsewhere."""
+    if not runtime.is_main:
+        yield None
+        return
+    from dvclive import Live
+
+    with Live(dir=str(work / "training"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        yield live
+
+
+def _log(live: Any, entry: dict[str, float]) -> None:
+    if live is None:
+        return
+    for name in LOGGED:
+        live.log_metric(name, entry[name])
+    live.next_step()
 
 
 def _publish(work: Path, out_dir: Path, summary: dict[str, Any]) -> None:
@@ -152,14 +135,24 @@ def _publish(work: Path, out_dir: Path, summary: dict[str, Any]) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _summary(dataset: str, strategy: str, stopping: EarlyStopping, epochs_run: int, counts: tuple[int, int],
-             started: float, cached: bool) -> dict[str, Any]:
+def _peak_memory_mb(device: torch.device) -> int:
     import resource
 
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _summary(dataset: str, strategy: str, config: TrainConfig, stopping: EarlyStopping, epochs_run: int,
+             engine: Engine, started: float) -> dict[str, Any]:
+    total, trainable = count_parameters(engine.model)
+    runtime = engine.runtime
     return {
-        "dataset": dataset, "strategy": strategy, "best_epoch": stopping.best_epoch,
+        "dataset": dataset, "strategy": strategy, "mode": config.mode, "best_epoch": stopping.best_epoch,
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
-        "params_total": counts[0], "params_trainable": counts[1], "embedding_cache": cached,
-        "wall_time_s": round(time.perf_counter() - started, 2), "peak_rss_mb": round(peak_kib / 1024),
+        "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
+        "random_init": config.checkpoint is None, "device": runtime.device.type, "processes": runtime.world_size,
+        "rank": runtime.rank,
+        "precision": config.precision, "wall_time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": _peak_memory_mb(runtime.device),
     }

@@ -196,11 +196,24 @@ def test_manifests_exist() -> None:
     assert expected <= kinds, f"missing kinds: {sorted(expected - kinds)}"
 
 
+TRAINING_OPERATOR = "kubeflow.org/v1"  # custom resources: no schema in Kubernetes itself
+
+
+def schema_checked(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects to validate: the document itself, or for a PyTorchJob each replica's pod template
+    wrapped as a core ``PodTemplate``."""
+    if doc.get("apiVersion") != TRAINING_OPERATOR:
+        return [doc]
+    assert doc["kind"] == "PyTorchJob", f"unexpected custom resource {doc['kind']}"
+    return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{doc['metadata']['name']}-{role}"},
+             "template": spec["template"]} for role, spec in doc["spec"]["pytorchReplicaSpecs"].items()]
+
+
 @pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(K8S)))
 def test_manifest_validates_against_schema(path: Path) -> None:
     docs = documents(path)
     assert docs, f"{path} holds no Kubernetes object"
-    for doc in docs:
+    for doc in (checked for document in docs for checked in schema_checked(document)):
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -312,3 +325,21 @@ def test_workloads_are_limited_and_restricted() -> None:
             assert context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True, where
             assert context.get("allowPrivilegeEscalation") is False, where
             assert "ALL" in context.get("capabilities", {}).get("drop", []), where
+
+
+def test_pytorchjob_runs_finetune_under_torchrun_on_every_replica() -> None:
+    from medseg.cli import build_parser
+
+    job = documents(K8S / "training/finetune-pytorchjob.yaml")[0]
+    assert job["kind"] == "PyTorchJob" and job["metadata"]["namespace"] == "medseg"
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master", "Worker"} and replicas["Master"]["replicas"] == 1
+    for spec in replicas.values():
+        container = spec["template"]["spec"]["containers"][0]
+        assert container["name"] == "pytorch"  # required by the Training Operator
+        assert container["command"] == ["torchrun", "-m", "medseg.cli"]
+        args = build_parser().parse_args(container["args"])  # SystemExit on a wrong argument
+        assert args.command == "finetune" and args.resume  # a restarted pod continues its run
+        assert (ROOT / "medseg/data/registry" / f"{args.dataset}.yaml").is_file(), args.dataset
+        gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+        assert int(gpus) == int(job["spec"]["nprocPerNode"])  # one process per GPU

@@ -26,10 +26,10 @@ def _strategies(backbones: tuple[str, ...]) -> list[str]:
             if not (m == "adapterall" and c == "dec")]
 
 
-def _build(strategy_id: str, mode: str = "automated", seed: int = 0) -> SamSegmenter:
+def _build(strategy_id: str, mode: str = "automated", seed: int = 0, candidates: bool = False) -> SamSegmenter:
     torch.manual_seed(seed)
     strategy = parse_strategy(strategy_id)
-    model = SamSegmenter(strategy.backbone, SIZE, 2, mode)
+    model = SamSegmenter(strategy.backbone, SIZE, 2, mode, candidates=candidates)
     apply_strategy(model, strategy, peft_config())
     return model
 
@@ -144,31 +144,43 @@ def test_export_round_trip_gives_identical_outputs(strategy_id: str, tmp_path: P
 
 
 @pytest.mark.parametrize("backbone", FAST_BACKBONES)
-def test_point_and_box_prompts_give_three_candidates(backbone: str) -> None:
-    model = _build(f"{backbone}_endec_vanilla", mode="point").eval()
-    assert not any(p.requires_grad for p in model.prompt_encoder.parameters())  # frozen in prompt modes
-    embeddings = model.embed(torch.rand(2, 3, SIZE, SIZE) * 255)
-    points, labels = torch.tensor([[[10.0, 20.0]], [[30.0, 40.0]]]), torch.ones(2, 1, dtype=torch.long)
-    boxes = torch.tensor([[4.0, 4.0, 30.0, 40.0], [10.0, 12.0, 50.0, 60.0]])
-    for prompts in ({"points": points, "point_labels": labels}, {"boxes": boxes}):
-        logits, iou = model.decode_prompted(embeddings, **prompts)
+def test_candidate_models_give_three_masks_with_predicted_iou(backbone: str) -> None:
+    embeddings = None
+    for mode, prompts in (("point", torch.tensor([[10.0, 20.0], [30.0, 40.0]])),
+                          ("box", torch.tensor([[4.0, 4.0, 30.0, 40.0], [10.0, 12.0, 50.0, 60.0]]))):
+        model = _build(f"{backbone}_endec_vanilla", mode=mode, candidates=True).eval()
+        assert not any(p.requires_grad for p in model.prompt_encoder.parameters())  # frozen in prompt modes
+        embeddings = model.embed(torch.rand(2, 3, SIZE, SIZE) * 255) if embeddings is None else embeddings
+        logits, iou = model.decode_all(embeddings, prompts)
         assert logits.shape == (2, 3, SIZE, SIZE) and iou.shape == (2, 3)
-    with pytest.raises(MedsegError, match="needs prompts"):
-        model(torch.rand(1, 3, SIZE, SIZE))
+        with pytest.raises(MedsegError, match="no class outputs"):
+            model(torch.rand(2, 3, SIZE, SIZE), prompts)
+
+
+@pytest.mark.parametrize("mode", ["point", "box"])
+def test_prompted_models_output_classes_and_check_their_prompts(mode: str) -> None:
+    model = _build("vit_t_dec_vanilla", mode=mode).eval()
+    prompts = torch.tensor([[8.0, 9.0, 40.0, 41.0]])[:, : 2 if mode == "point" else 4]
+    with torch.no_grad():
+        images = torch.rand(1, 3, SIZE, SIZE) * 255
+        logits = model(images, prompts)
+        assert logits.shape == (1, 2, SIZE, SIZE)
+        moved = prompts.clone()
+        moved[:, :2] += 16
+        assert not torch.equal(logits, model(images, moved))  # the prompt reaches the decoder
+    with pytest.raises(MedsegError, match="needs prompts of shape"):
+        model(images)
+    with pytest.raises(MedsegError, match="takes no prompts"):
+        _build("vit_t_dec_vanilla")(images, prompts)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["automated", "point", "box"])
 def test_vit_h_runs_in_every_mode(mode: str) -> None:
     model = _build("vit_h_endec_lora", mode=mode).eval()
+    prompts = {"automated": None, "point": torch.tensor([[8.0, 8.0]]), "box": torch.tensor([[4.0, 4.0, 40.0, 40.0]])}
     with torch.no_grad():
-        embeddings = model.embed(torch.rand(1, 3, SIZE, SIZE) * 255)
-        if mode == "automated":
-            assert model.decode(embeddings).shape == (1, 2, SIZE, SIZE)
-        else:
-            prompts = ({"points": torch.tensor([[[8.0, 8.0]]]), "point_labels": torch.ones(1, 1, dtype=torch.long)}
-                       if mode == "point" else {"boxes": torch.tensor([[4.0, 4.0, 40.0, 40.0]])})
-            assert model.decode_prompted(embeddings, **prompts)[0].shape == (1, 3, SIZE, SIZE)
+        assert model(torch.rand(1, 3, SIZE, SIZE) * 255, prompts[mode]).shape == (1, 2, SIZE, SIZE)
 
 
 def test_oracle_picks_the_best_candidate_where_confidence_misleads() -> None:

@@ -128,7 +128,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Pa
     params = tiny_params()
     params["finetune"].update(max_epochs=4, work_dir=str(tmp_path / "work"), num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    state = tmp_path / "work/sample/vit_t_endec_vanilla/state.pt"
+    state = tmp_path / "work/sample/automated/vit_t_endec_vanilla/state.pt"
     process = subprocess.Popen(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240

@@ -1,0 +1,52 @@
+"""Point and box training data: every slice with foreground gets one simulated prompt.
+
+The prompt of an item depends only on (seed, stream, epoch, index), so a run draws the same prompts
+whatever the number of processes and after a resume; training sets a new epoch each pass (new
+prompts), validation keeps epoch 0 (the same prompts every time). The target is the prompted region
+alone (class 1), as in the study's prompt training. Slices without foreground cannot be prompted
+and are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medseg.train.prompts import sample_prompt
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """The study's prompt simulation: box noise std = fraction x side, capped at ``box_max_noise`` px."""
+
+    box_noise_fraction: float = 0.1
+    box_max_noise: float = 20.0
+
+
+class PromptedDataset(Dataset):
+    """``(input, target int64 (S, S) of 0/1, prompt float32 (2,) point or (4,) box)`` per foreground slice.
+
+    ``base`` yields ``(input, label mask)``; ``foreground`` says which of its items have any."""
+
+    def __init__(self, base: Dataset, foreground: np.ndarray, kind: str, settings: PromptSettings, seed: int,
+                 stream: int) -> None:
+        self.base, self.kind, self.settings = base, kind, settings
+        self.seed, self.stream, self.epoch = seed, stream, 0
+        self.indices = np.flatnonzero(np.asarray(foreground, dtype=bool)).tolist()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, mask = self.base[self.indices[index]]
+        rng = np.random.default_rng([self.seed, self.stream, self.epoch, index])
+        target, prompt = sample_prompt(mask.numpy(), rng, self.kind, self.settings.box_noise_fraction,
+                                       self.settings.box_max_noise)
+        coordinates = prompt.box if self.kind == "box" else prompt.points[0]
+        return inputs, torch.from_numpy(target.astype(np.int64)), torch.from_numpy(coordinates.copy())
