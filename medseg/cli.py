@@ -4,6 +4,7 @@ Kubeflow component). Heavy libraries are imported inside the handlers so that st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -87,7 +88,7 @@ def _finetune(args: argparse.Namespace) -> int:
     config = TrainConfig.from_params(params, mode=args.mode or "automated")
     work_root = section(params, "finetune")["work_dir"]
     summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
-    if summary["rank"] == 0:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
         print(f"finetune: {summary['strategy']} ({summary['mode']}) on {summary['dataset']}: best epoch "
               f"{summary['best_epoch']}, val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, "
               f"peak memory {summary['peak_memory_mb']} MB ({summary['device']} x{summary['processes']}), "
@@ -100,13 +101,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg.eval.evaluate import evaluate
 
     params = load_params(args.params)
+    from medseg.eval.scoring import ScoreSettings
     from medseg.train.prompted import PromptSettings
 
-    batch_size = int(section(params, "evaluate")["batch_size"])
+    settings = section(params, "evaluate")
     prompts = PromptSettings(**section(params, "finetune").get("prompts", {}))
-    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, batch_size, prompts,
-                       int(params["seed"]))
-    print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {metrics['dice_mean']:.4f} over "
+    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, ScoreSettings.from_params(params),
+                       int(settings["batch_size"]), prompts, int(settings["overlay_slices"]))
+    dice = "n/a" if metrics["dice_mean"] is None else f"{metrics['dice_mean']:.4f}"
+    print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {dice} over "
           f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -117,8 +120,10 @@ def _report(args: argparse.Namespace) -> int:
     table = write_report(args.runs, args.out)
     if args.markdown:
         _copy_text(table, args.markdown)
+    if args.html:
+        _copy_text(table.with_suffix(".html"), args.html)
     print(table.read_text())
-    print(f"report: result table written to {table} (and {table.with_suffix('.csv')})")
+    print(f"report: written to {table} (with report.csv, comparison.csv, report.html and figures/)")
     return 0
 
 
@@ -129,6 +134,18 @@ def _models(args: argparse.Namespace) -> int:
     peft = PeftConfig.from_params(section(load_params(args.params), "models"))
     print("Parameters at 1024x1024 with 2 output classes (background + 1), as in the study's Table 3.\n")
     print(markdown_report(parameter_rows(peft)))
+    return 0
+
+
+def _export_sam(args: argparse.Namespace) -> int:
+    from medseg.models.checkpoints import export_checkpoint
+    from medseg.models.factory import model_spec, zeroshot_model
+    from medseg.models.strategies import PeftConfig
+
+    model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
+    metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
+    export_checkpoint(model, args.out, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
+    print(f"export_sam: original SAM {args.backbone} with {args.mode} prompts -> {args.out}")
     return 0
 
 
@@ -175,12 +192,17 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
     ("report", _report, "aggregate evaluated runs into the results table",
      (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs"), ("--out", "report directory"),
-      ("--markdown", "also write the table to this single Markdown file", "optional"))),
+      ("--markdown", "also write the report to this single Markdown file", "optional"),
+      ("--html", "also write the self-contained HTML report to this file", "optional"))),
 )
 TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
           (("--out", "output pipeline YAML"),)),
          ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",
           (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),)),
+         ("export_sam", _export_sam, "original SAM with point/box prompts (three candidates) as an evaluable model",
+          (("--backbone", "vit_h, vit_b or vit_t"), ("--mode", "point or box"),
+           ("--image-size", "input size of the ingested slices, e.g. 256"), ("--out", "model.pt to write"),
+           ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"))),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()))
 
 

@@ -44,3 +44,16 @@ def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mod
     model = SamSegmenter(strategy.backbone, image_size, num_classes, mode, candidates)
     apply_strategy(model, strategy, PeftConfig(**spec["peft"]))
     return model
+
+
+def zeroshot_model(backbone: str, image_size: int, mode: str, checkpoint: str | None) -> SamSegmenter:
+    """Original SAM with prompts and its three candidate masks (no fine-tuning), for the study's
+    zero-shot rows (Tables 13 and 17); random init with a loud warning when ``checkpoint`` is absent."""
+    model = SamSegmenter(backbone, image_size, 2, mode, candidates=True)
+    if checkpoint:
+        load_sam_weights(model, checkpoint)
+    else:
+        warnings.warn(f"NO SAM CHECKPOINT GIVEN: zero-shot {backbone} has RANDOM weights; its scores mean nothing.",
+                      stacklevel=2)
+    apply_strategy(model, parse_strategy(f"{backbone}_dec_vanilla"), PeftConfig())  # inserts nothing
+    return model

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int
     peft: PeftConfig
     mode: str = "automated"
+    init: str = "sam"
     prompts: PromptSettings = field(default_factory=PromptSettings)
     device: str = "auto"
     precision: str = "fp32"
@@ -70,6 +71,7 @@ class TrainConfig:
             embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
             augment=AugmentConfig(**finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
             seed=int(params["seed"]), peft=PeftConfig.from_params(params["models"]), mode=mode,
+            init=str(finetune.get("init", "sam")),
             prompts=PromptSettings(**finetune.get("prompts", {})), device=str(finetune.get("device", "auto")),
             precision=str(finetune.get("precision", "fp32")),
             fused_attention=bool(finetune.get("fused_attention", True)),

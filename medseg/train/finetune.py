@@ -100,6 +100,7 @@ def _save(work: Path, engine: Engine, config: TrainConfig, stopping: EarlyStoppi
         if improved:
             export_checkpoint(engine.model, work / "best.pt", model_spec(strategy, config.peft), {
                 "dataset": dataset, "strategy": strategy, "mode": config.mode, "epoch": epoch,
+                "init": config.init, "random_init": config.checkpoint is None,
                 "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot})
         torch.save(history, work / "history.pt")
         save_state(work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping, generators)
@@ -152,7 +153,6 @@ def _summary(dataset: str, strategy: str, config: TrainConfig, stopping: EarlySt
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
         "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
         "random_init": config.checkpoint is None, "device": runtime.device.type, "processes": runtime.world_size,
-        "rank": runtime.rank,
         "precision": config.precision, "wall_time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mb": _peak_memory_mb(runtime.device),
     }

@@ -44,7 +44,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_produces_the_report(project: Path) -> None:
     report = (project / "results/report/report.md").read_text()
-    assert "| sample (synthetic) | vit_t_dec_vanilla | automated |" in report
+    assert "| sample (synthetic) (random init) | automated | vit_t_dec_vanilla | sam | all |" in report
+    assert "### Table 6" in report and "**" in report  # the demo's cell beside the paper's ViT-T values
+    assert (project / "results/report/figures/strategies_vs_baselines.png").is_file()
     assert (project / "models/sample/automated/vit_t_dec_vanilla/model.pt").is_file()
 
 
@@ -61,7 +63,8 @@ def test_metrics_and_plots_show(project: Path) -> None:
     assert 0.0 <= eval_metrics["dice_mean"] <= 1.0
     assert files["results/validation/sample/validation.json"]["data"]["passed"] is True
     _run(["dvc", "plots", "show", "-o", "plots_html"], project)
-    assert "loss" in (project / "plots_html/index.html").read_text()
+    page = (project / "plots_html/index.html").read_text()
+    assert "loss" in page and "strategies_vs_baselines.png" in page  # curves and report figures
 
 
 def test_push_then_pull_restores_outputs(project: Path) -> None:

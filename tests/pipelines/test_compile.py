@@ -46,3 +46,11 @@ def test_compiled_copy_in_the_repo_is_current(tmp_path: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     fresh = compile_pipeline(params, tmp_path / "fresh.yaml").read_text()
     assert (repo / "pipelines/compiled/medseg_demo.yaml").read_text() == fresh
+
+
+def test_report_publishes_markdown_and_html_for_the_kubeflow_ui(ir: dict[str, Any]) -> None:
+    outputs = ir["components"]["comp-report"]["outputDefinitions"]["artifacts"]
+    kinds = {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()}
+    assert kinds["table"] == "system.Markdown" and kinds["page"] == "system.HTML"
+    args = ir["deploymentSpec"]["executors"]["exec-report"]["container"]["args"]
+    assert "--html" in args and "--markdown" in args

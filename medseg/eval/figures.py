@@ -1,0 +1,137 @@
+"""The report's figures (PNG, matplotlib), in the spirit of the study's Figures 4, 6-8 and 9-10.
+
+- ``strategies_vs_baselines.png``: mean Dice of each automated model over the datasets run, beside the
+  paper's mean over the same datasets (its Average row for datasets it did not use) (Figure 4).
+- ``init_differences.png``: Dice with another initialisation minus Dice from SAM's weights, per
+  dataset and strategy, ours beside the paper's (Figures 6-8); drawn when both were run.
+- ``fewshot_and_prompts.png``: 5-shot and point/box results beside the paper (Figures 9-10).
+- ``overlays_<dataset>_<mode>_<strategy>.png``: image, ground truth and prediction of a few test
+  slices, from each run's evaluation.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Figure = tuple[str, str]  # (path relative to the report, title)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(row: pd.Series) -> str:
+    text = row["model"] if row["init"] in ("", "sam") else f"{row['model']}\n({row['init']})"
+    return text + (f" {row['selection']}" if row["selection"] else "")
+
+
+def _bars(path: Path, summary: pd.DataFrame, title: str) -> None:
+    """Grouped bars: ours vs the paper's average, one group per label."""
+    plt = _pyplot()
+    positions = np.arange(len(summary))
+    figure, axis = plt.subplots(figsize=(max(6.5, 1.1 * len(summary) + 2), 4.2))
+    axis.bar(positions - 0.2, summary["ours"], 0.4, label="ours", color="#3b75af")
+    axis.bar(positions + 0.2, summary["paper"].fillna(0), 0.4, label="paper, same datasets", color="#c9c9c9")
+    axis.set_xticks(positions, summary["label"], rotation=30, ha="right", fontsize=8)
+    axis.set_ylabel("Dice %")
+    axis.set_ylim(0, 100)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _summary(part: pd.DataFrame) -> pd.DataFrame:
+    """Mean of ours and of the paper's values over the same datasets, per table column."""
+    rows = []
+    for (_, _, _, _, mode), group in part.groupby(["table", "model", "init", "selection", "mode"], sort=False):
+        label = _label(group.iloc[0]) + ("" if mode == "automated" else f"\n[{mode}]")
+        rows.append({"label": label, "ours": group["ours"].mean(), "paper": group["paper"].mean()})
+    return pd.DataFrame(rows, columns=["label", "ours", "paper"])
+
+
+def _strategies_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
+    part = compared[compared["table"].isin([4, 5, 6, 7])].dropna(subset=["ours"])
+    if part.empty:
+        return []
+    _bars(folder / "strategies_vs_baselines.png", _summary(part),
+          "Automated mode: strategies and baselines\n(mean over the datasets run)")
+    return [("figures/strategies_vs_baselines.png", "Strategies vs baselines")]
+
+
+def _differences(compared: pd.DataFrame, column: str) -> pd.DataFrame:
+    automated = compared[(compared["mode"] == "automated") & (compared["shots"] == "all")].dropna(subset=[column])
+    base = automated[automated["init"] == "sam"].set_index(["dataset", "model"])[column]
+    rows = []
+    for (init, dataset, model), group in automated[automated["init"] != "sam"].groupby(["init", "dataset", "model"]):
+        if (dataset, model) in base.index and init:
+            rows.append({"init": init, "dataset": dataset, "model": model,
+                         "difference": float(group[column].iloc[0]) - float(base.loc[(dataset, model)])})
+    return pd.DataFrame(rows, columns=["init", "dataset", "model", "difference"])
+
+
+def _heatmap(axis: Any, table: pd.DataFrame, title: str) -> None:
+    grid = table.pivot(index="dataset", columns="model", values="difference")
+    limit = max(1.0, float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 1.0)
+    image = axis.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+    axis.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=7)
+    axis.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            axis.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=7)
+    axis.set_title(title, fontsize=9)
+    axis.figure.colorbar(image, ax=axis, fraction=0.04)
+
+
+def _init_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
+    ours = _differences(compared, "ours")
+    if ours.empty:
+        return []
+    paper = _differences(compared.assign(paper=compared["paper"].where(~compared["paper_is_average"])), "paper")
+    plt = _pyplot()
+    inits = sorted(set(ours["init"]))
+    figure, axes = plt.subplots(len(inits), 2, figsize=(11, 3 + 0.4 * ours["dataset"].nunique()), squeeze=False)
+    for row, init in enumerate(inits):
+        _heatmap(axes[row, 0], ours[ours["init"] == init], f"ours: {init} init minus SAM init (Dice %)")
+        _heatmap(axes[row, 1], paper[paper["init"] == init], f"paper: {init} minus SAM")
+    figure.tight_layout()
+    figure.savefig(folder / "init_differences.png", dpi=90)
+    plt.close(figure)
+    return [("figures/init_differences.png", "Other initialisations minus SAM's")]
+
+
+def _fewshot_prompt_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
+    part = compared[(compared["shots"] == "5") | (compared["mode"] != "automated")].dropna(subset=["ours"])
+    if part.empty:
+        return []
+    _bars(folder / "fewshot_and_prompts.png", _summary(part), "5-shot and prompt modes")
+    return [("figures/fewshot_and_prompts.png", "5-shot and point/box prompts")]
+
+
+def _overlays(folder: Path, runs: list[dict[str, Any]]) -> list[Figure]:
+    figures = []
+    for run in runs:
+        source = run.get("_overlays")
+        if source is not None and Path(source).is_file():
+            name = f"overlays_{run['dataset']}_{run['mode']}_{run['strategy']}.png"
+            shutil.copyfile(source, folder / name)
+            figures.append((f"figures/{name}", f"{run['dataset']} / {run['mode']} / {run['strategy']}: test slices"))
+    return figures
+
+
+def write_figures(folder: Path, runs: list[dict[str, Any]], compared: pd.DataFrame) -> list[Figure]:
+    """Draw every figure the runs allow into ``folder``; returns (relative path, title) pairs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [*_strategies_figure(folder, compared), *_init_figure(folder, compared),
+            *_fewshot_prompt_figure(folder, compared), *_overlays(folder, runs)]

@@ -1,0 +1,91 @@
+"""The report beside the paper: study table layouts, differences, figures and the HTML page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from medseg.errors import MedsegError
+from medseg.eval.report import write_report
+
+
+def _run(root: Path, dataset: str, mode: str, strategy: str, dice: float, folder_name: str = "",
+         **extra: Any) -> None:
+    folder = root / dataset / mode / (folder_name or strategy) / "eval"
+    folder.mkdir(parents=True)
+    metrics = {"dataset": dataset, "strategy": strategy, "mode": mode, "selection": "argmax", "init": "sam",
+               "fewshot": False, "dice_mean": dice, "dice_ci_low": dice - 0.05, "dice_ci_high": dice + 0.05,
+               "dice_volume_mean": dice + 0.01, "iou_mean": dice - 0.1, "hd95_mean": 4.0, "nsd_mean": dice,
+               "num_slices": 40, "num_patients": 5, **extra}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture()
+def report(tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.80)
+    _run(runs, "mri_prostate", "automated", "vit_b_dec_adapter", 0.70)
+    _run(runs, "mri_prostate", "automated", "vit_b_endec_lora_medsam", 0.85)  # not a study column
+    _run(runs, "mri_heart", "automated", "nnunet", 0.88)
+    _run(runs, "mri_prostate", "box", "vit_b_zeroshot", 0.60, selection="highest",
+         oracle={"dice_mean": 0.70, "num_slices": 40, "num_patients": 5})
+    _run(runs, "mri_heart", "point", "vit_b_dec_lora", 0.75)
+    _run(runs, "mri_heart", "automated", "vit_b_endec_vanilla", 0.50, fewshot=True)
+    write_report(runs, tmp_path / "report")
+    return tmp_path / "report"
+
+
+def test_cells_sit_in_the_study_tables_with_paper_values_and_differences(report: Path) -> None:
+    text = (report / "report.md").read_text()
+    for table in (5, 7, 11, 15, 17):
+        assert f"### Table {table}\n" in text
+    assert "**80.00** / 89.37 (-9.37)" in text  # Table 5, MRI-Prost., En/Decoder LoRA
+    assert "**70.00** / 83.44 (-13.44)" in text  # Table 5, Decoder Adapter
+    assert "· / 82.77" in text  # Decoder Vanilla was not run
+    compared = pd.read_csv(report / "comparison.csv", keep_default_na=False)
+    box = compared[(compared["model"] == "vit_b_zeroshot")]
+    assert set(box["selection"]) == {"highest", "oracle"} and set(box["table"]) == {17}
+    fewshot = compared[compared["shots"].astype(str) == "5"]
+    assert list(fewshot["table"]) == [11] and float(fewshot["paper"].iloc[0]) == pytest.approx(72.34)
+    assert "Runs without a counterpart in the study's tables: mri_prostate/automated/vit_b_endec_lora_medsam" in text
+
+
+def test_figures_render_and_the_html_page_inlines_them(report: Path) -> None:
+    from PIL import Image
+
+    figures = sorted(p.name for p in (report / "figures").glob("*.png"))
+    assert {"strategies_vs_baselines.png", "fewshot_and_prompts.png"} <= set(figures)
+    for name in figures:
+        with Image.open(report / "figures" / name) as image:
+            assert image.width > 400 and len(image.getcolors(2**24)) > 10
+    page = (report / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures) and "<table>" in page
+
+
+def test_other_initialisations_are_drawn_as_differences(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.80)
+    _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.86, folder_name="from_medsam", init="medsam")
+    write_report(runs, tmp_path / "report")
+    text = (tmp_path / "report/report.md").read_text()
+    assert "### Table 9" in text and "**86.00** / 89.02 (-3.02)" in text
+    assert (tmp_path / "report/figures/init_differences.png").is_file()
+
+
+def test_report_without_runs_says_so(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(MedsegError, match="no evaluated runs"):
+        write_report(tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_names_a_corrupt_metrics_file(tmp_path: Path) -> None:
+    bad = tmp_path / "runs/sample/automated/x/eval/metrics.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("[1, 2]")
+    with pytest.raises(MedsegError, match=r"x/eval/metrics\.json: corrupt metrics file \(not a JSON object\)"):
+        write_report(tmp_path / "runs", tmp_path / "report")
