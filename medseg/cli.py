@@ -107,7 +107,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     settings = section(params, "evaluate")
     prompts = PromptSettings(**section(params, "finetune").get("prompts", {}))
     metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, ScoreSettings.from_params(params),
-                       int(settings["batch_size"]), prompts, int(settings["overlay_slices"]))
+                       int(settings["batch_size"]), prompts, int(settings["overlay_slices"]),
+                       str(settings.get("device", "auto")))
     dice = "n/a" if metrics["dice_mean"] is None else f"{metrics['dice_mean']:.4f}"
     print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {dice} over "
           f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")

@@ -87,13 +87,16 @@ def _overlays(path: Path, test: SliceDataset, rows: np.ndarray, predictions: Pre
 
 def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str | Path, out_dir: str | Path,
              settings: ScoreSettings, batch_size: int, prompts: PromptSettings | None = None,
-             overlay_slices: int = 4) -> dict[str, Any]:
-    """Score the model on the test split and write the outputs to ``out_dir``; returns the metrics."""
+             overlay_slices: int = 4, device: str = "cpu") -> dict[str, Any]:
+    """Score the model on the test split (on ``device``: auto, cpu, cuda, cuda:N or mps) and write the
+    outputs to ``out_dir``; returns the metrics."""
+    from medseg.train.runtime import resolve_device
+
     data_dir = check_ingested(data_dir)
     model, metadata, test = _load(data_dir, model_path)
     settings = ScoreSettings(**{**settings.__dict__, "num_classes": model.num_classes})
     items, rows = _scored_items(model, test, prompts or PromptSettings(), settings.seed)
-    predictions = predict(model, items, batch_size)
+    predictions = predict(model, items, batch_size, resolve_device(device))
     manifest = read_manifest(data_dir)
     per_slice = per_slice_table(manifest, rows, predictions, settings)
     per_volume = per_volume_table(per_slice, predictions, settings) if model.mode == "automated" else pd.DataFrame(

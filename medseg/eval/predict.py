@@ -45,16 +45,20 @@ def _predict_batch(model: SamSegmenter, images: torch.Tensor, targets: torch.Ten
 
 
 @torch.no_grad()
-def predict(model: SamSegmenter, items: Any, batch_size: int) -> Predictions:
-    """Run ``model`` over ``items`` (``(image, mask)`` or ``(image, target, prompt)``)."""
+def predict(model: SamSegmenter, items: Any, batch_size: int, device: torch.device | None = None) -> Predictions:
+    """Run ``model`` over ``items`` (``(image, mask)`` or ``(image, target, prompt)``) on ``device``
+    (the model's own device when None)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
+    device = device or next(model.parameters()).device
+    model.to(device)
     truth: list[np.ndarray] = []
     predicted: dict[str, list[np.ndarray]] = {name: [] for name in selection_names(model)}
     for images, targets, *prompts in tqdm(DataLoader(items, batch_size=batch_size), desc="predict", unit="batch"):
-        for name, labels in _predict_batch(model, images, targets, prompts[0] if prompts else None).items():
-            predicted[name].append(labels.to(torch.uint8).numpy())
+        prompt = prompts[0].to(device) if prompts else None
+        for name, labels in _predict_batch(model, images.to(device), targets.to(device), prompt).items():
+            predicted[name].append(labels.to(torch.uint8).cpu().numpy())
         truth.append(targets.to(torch.uint8).numpy())
     empty = np.zeros((0, model.image_size, model.image_size), np.uint8)
     return Predictions(_stack(truth, empty), {name: _stack(parts, empty) for name, parts in predicted.items()})
