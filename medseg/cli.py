@@ -143,6 +143,8 @@ def _export_sam(args: argparse.Namespace) -> int:
     from medseg.models.factory import model_spec, zeroshot_model
     from medseg.models.strategies import PeftConfig
 
+    if not args.image_size.isdigit():
+        raise MedsegError(f"--image-size must be a whole number of pixels, not '{args.image_size}'")
     model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
     metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
     export_checkpoint(model, args.out, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)

@@ -69,3 +69,29 @@ def test_models_report_lists_every_strategy_beside_table3(capsys: pytest.Capture
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| vit_")]
     assert len(rows) == 18 + 3
     assert "| vit_b | endec | adapter | 96,094,479 | 2,499,328 (2.60%) | 97.28M / 3.68M | 97.28M / 3.68M |" in rows
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--data", "x", "--out", "y",
+      "--mode", "scribble"], "unknown mode 'scribble'"),
+    (["export_sam", "--backbone", "vit_t", "--mode", "box", "--image-size", "big", "--out", "z.pt"],
+     "--image-size must be a whole number"),
+    (["export_sam", "--backbone", "vit_q", "--mode", "box", "--image-size", "64", "--out", "z.pt"],
+     "unknown backbone 'vit_q'"),
+])
+def test_bad_training_and_export_settings_are_one_line(args: list[str], message: str, tmp_path: Path,
+                                                       params_file: Path) -> None:
+    result = _run(*args, "--params", str(params_file), cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 2 and len(errors) == 1 and message in errors[0]
+    assert not (tmp_path / "z.pt").exists() and not (tmp_path / "y").exists()
+
+
+def test_export_sam_writes_an_evaluable_candidate_model(tmp_path: Path, params_file: Path) -> None:
+    from medseg.models.checkpoints import load_exported
+
+    result = _run("export_sam", "--backbone", "vit_t", "--mode", "point", "--image-size", "64", "--out",
+                  str(tmp_path / "model.pt"), "--params", str(params_file))
+    assert result.returncode == 0 and "RANDOM" in result.stderr
+    model, metadata = load_exported(tmp_path / "model.pt")
+    assert model.candidates and model.mode == "point" and metadata["zeroshot"] is True

@@ -38,6 +38,8 @@ def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
         missing = [c for c in REQUIRED if c not in metrics]
         if missing:
             raise MedsegError(f"metrics file lacks {missing}", path)
+        if not (metrics["dice_mean"] is None or isinstance(metrics["dice_mean"], int | float)):
+            raise MedsegError(f"dice_mean is not a number ({metrics['dice_mean']!r})", path)
         runs.append({**metrics, "_overlays": path.parent / "overlays.png"})
     return runs
 

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medseg.eval.metrics import all_metrics
+from medseg.errors import MedsegError
+from medseg.eval.metrics import EMPTY_RULES, all_metrics
 from medseg.eval.predict import Predictions
 
 METRICS = ("dice", "iou", "hd95", "nsd")
@@ -37,6 +38,8 @@ class ScoreSettings:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ScoreSettings:
         evaluate = params["evaluate"]
+        if evaluate["empty"] not in EMPTY_RULES:
+            raise MedsegError(f"evaluate.empty must be one of {list(EMPTY_RULES)}, not {evaluate['empty']!r}")
         return cls(num_classes=int(params["finetune"]["num_classes"]),
                    nsd_tolerance=float(evaluate["nsd_tolerance_px"]), empty=str(evaluate["empty"]),
                    bootstrap_samples=int(evaluate["bootstrap_samples"]), confidence=float(evaluate["confidence"]),

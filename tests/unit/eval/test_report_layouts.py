@@ -89,3 +89,11 @@ def test_report_names_a_corrupt_metrics_file(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     with pytest.raises(MedsegError, match=r"x/eval/metrics\.json: corrupt metrics file \(not a JSON object\)"):
         write_report(tmp_path / "runs", tmp_path / "report")
+
+
+def test_report_names_a_metrics_file_with_a_non_numeric_dice(tmp_path: Path) -> None:
+    _run(tmp_path / "runs", "sample", "automated", "vit_t_dec_vanilla", 0.5)
+    path = tmp_path / "runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json"
+    path.write_text(path.read_text().replace('"dice_mean": 0.5', '"dice_mean": "high"'))
+    with pytest.raises(MedsegError, match=r"vit_t_dec_vanilla/eval/metrics\.json: dice_mean is not a number"):
+        write_report(tmp_path / "runs", tmp_path / "report")
