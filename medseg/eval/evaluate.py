@@ -22,7 +22,7 @@ from medseg.atomic import atomic_dir
 from medseg.data.slice_dataset import SliceDataset, check_ingested, read_manifest
 from medseg.errors import MedsegError
 from medseg.eval.overlays import pick_slices, write_overlays
-from medseg.eval.predict import PRIMARY, Predictions, predict
+from medseg.eval.predict import Predictions, predict
 from medseg.eval.scoring import ScoreSettings, per_slice_table, per_volume_table, summarise
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
@@ -110,5 +110,3 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         _overlays(tmp / "overlays.png", test, rows, predictions, model, manifest, overlay_slices)
     return metrics
 
-
-__all__ = ["PRIMARY", "ScoreSettings", "evaluate"]

@@ -35,8 +35,6 @@ class Entry:
     shots: str
     selection: str
     dice: float | None  # % (slice protocol, the study's)
-    dice_ci: tuple[float | None, float | None]
-    dice_volume: float | None
     synthetic: bool
     random_init: bool
     run: str  # <dataset>/<mode>/<strategy>
@@ -55,9 +53,7 @@ def _entry(run: dict[str, Any], block: dict[str, Any], selection: str) -> Entry:
     return Entry(
         dataset=run["dataset"], model=run["strategy"], init="" if baseline else run.get("init", "sam"),
         mode=run["mode"], shots="5" if run.get("fewshot") else "all", selection=selection,
-        dice=_percent(block.get("dice_mean")),
-        dice_ci=(_percent(block.get("dice_ci_low")), _percent(block.get("dice_ci_high"))),
-        dice_volume=_percent(block.get("dice_volume_mean")), synthetic=bool(run.get("synthetic_data")),
+        dice=_percent(block.get("dice_mean")), synthetic=bool(run.get("synthetic_data")),
         random_init=bool(run.get("random_init")), run=f"{run['dataset']}/{run['mode']}/{run['strategy']}",
     )
 

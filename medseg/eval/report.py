@@ -170,9 +170,9 @@ def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: pd.
                  "(for datasets the study did not use). Source: `medseg/reference/study_dice.csv`.\n")
     for table in sorted(set(compared["table"])):
         parts += [f"### Table {table}\n", layout_table(int(table), reference, compared)]
-    unplaced = {r["run"] for r in compared.to_dict("records")}
-    others = [f"{r['dataset']}/{r['mode']}/{r['strategy']}" for r in runs]
-    if missing := sorted(set(others) - unplaced):
+    placed = set(compared["run"])
+    every_run = {f"{r['dataset']}/{r['mode']}/{r['strategy']}" for r in runs}
+    if missing := sorted(every_run - placed):
         parts.append("Runs without a counterpart in the study's tables: " + ", ".join(missing) + "\n")
     if figures:
         parts.append("## Figures\n")

@@ -114,7 +114,9 @@ class SamSegmenter(nn.Module):
     def forward(self, inputs: torch.Tensor, prompts: torch.Tensor | None = None,
                 embedded: bool = False) -> torch.Tensor:
         """Class logits from images (or image embeddings when ``embedded``)."""
-        self._check_prompts(prompts, len(inputs))
+        if self.candidates:  # before the encoder runs
+            raise MedsegError("a candidate-mask model has no class outputs: use decode_all and a selection rule")
+        self._check_prompts(prompts, len(inputs))  # before the encoder runs
         return self.decode(inputs if embedded else self.embed(inputs), prompts)
 
 
