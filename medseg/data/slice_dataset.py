@@ -55,6 +55,7 @@ class SliceDataset(Dataset):
 
     def __init__(self, data_dir: str | Path, split: str, fewshot: bool = False) -> None:
         manifest = read_manifest(data_dir)
+        self.data_dir, self.split = Path(data_dir), split
         column = "fewshot" if fewshot else "split"
         self.rows = manifest.loc[manifest[column] == split, "row"].to_numpy()
         self.images, self.masks = open_arrays(data_dir)

@@ -10,6 +10,7 @@ metrics: means, per-patient means and patient-bootstrap 95 % intervals) and ``ov
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -23,10 +24,10 @@ from medseg.data.slice_dataset import SliceDataset, check_ingested, read_manifes
 from medseg.errors import MedsegError
 from medseg.eval.overlays import pick_slices, write_overlays
 from medseg.eval.predict import Predictions, predict
-from medseg.eval.scoring import ScoreSettings, per_slice_table, per_volume_table, summarise
+from medseg.eval.scoring import VOLUME_KEYS, ScoreSettings, per_slice_table, per_volume_table, summarise
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
-from medseg.train.prompted import PromptedDataset, PromptSettings
+from medseg.train.prompted import PromptSettings, prompted_split
 
 TEST_STREAM = 2  # prompt random stream of the test split (train 0, val 1)
 
@@ -36,10 +37,7 @@ def _scored_items(model: SamSegmenter, test: SliceDataset, prompts: PromptSettin
     """The dataset to score and the manifest rows of its items."""
     if model.mode == "automated":
         return test, test.rows
-    foreground = np.array([bool(np.asarray(test.masks[row]).any()) for row in test.rows], dtype=bool)
-    if not foreground.any():
-        raise MedsegError(f"no test slice has foreground to prompt ({model.mode} mode)")
-    prompted = PromptedDataset(test, foreground, model.mode, prompts, seed, TEST_STREAM)
+    prompted = prompted_split(test, test, model.mode, prompts, seed, TEST_STREAM)
     return prompted, test.rows[prompted.indices]
 
 
@@ -94,13 +92,13 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
 
     data_dir = check_ingested(data_dir)
     model, metadata, test = _load(data_dir, model_path)
-    settings = ScoreSettings(**{**settings.__dict__, "num_classes": model.num_classes})
+    settings = dataclasses.replace(settings, num_classes=model.num_classes)
     items, rows = _scored_items(model, test, prompts or PromptSettings(), settings.seed)
     predictions = predict(model, items, batch_size, resolve_device(device))
     manifest = read_manifest(data_dir)
     per_slice = per_slice_table(manifest, rows, predictions, settings)
-    per_volume = per_volume_table(per_slice, predictions, settings) if model.mode == "automated" else pd.DataFrame(
-        columns=["patient", "case", "selection", "num_slices"])
+    automated = model.mode == "automated"  # a prompted region is one slice's object, not a volume
+    per_volume = per_volume_table(per_slice, predictions, settings) if automated else pd.DataFrame(columns=VOLUME_KEYS)
     synthetic = bool(json.loads((data_dir / "ingest.json").read_text()).get("synthetic"))
     metrics = _metrics(dataset, strategy, model, metadata, (per_slice, per_volume), settings, synthetic)
     with atomic_dir(out_dir) as tmp:

@@ -22,6 +22,7 @@ from medseg.eval.predict import Predictions
 
 METRICS = ("dice", "iou", "hd95", "nsd")
 KEYS = ["patient", "case", "slice_index"]
+VOLUME_KEYS = ["patient", "case", "selection", "num_slices"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,7 @@ def per_volume_table(per_slice: pd.DataFrame, predictions: Predictions, settings
             volume = _metric_columns(predicted[order][None], predictions.truth[order][None], settings)
             records.append({"patient": patient, "case": case, "selection": selection, "num_slices": len(order),
                             **{name: float(values[0]) for name, values in volume.items()}})
-    return pd.DataFrame.from_records(records, columns=["patient", "case", "selection", "num_slices"]
-                                     if not records else None)
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=VOLUME_KEYS)
 
 
 def bootstrap_ci(values: np.ndarray, settings: ScoreSettings) -> tuple[float, float]:

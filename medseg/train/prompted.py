@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medseg.data.slice_dataset import SliceDataset
+from medseg.errors import MedsegError
 from medseg.train.prompts import sample_prompt
 
 
@@ -50,3 +52,13 @@ class PromptedDataset(Dataset):
                                        self.settings.box_max_noise)
         coordinates = prompt.box if self.kind == "box" else prompt.points[0]
         return inputs, torch.from_numpy(target.astype(np.int64)), torch.from_numpy(coordinates.copy())
+
+
+def prompted_split(slices: SliceDataset, base: Dataset, kind: str, settings: PromptSettings, seed: int,
+                   stream: int) -> PromptedDataset:
+    """``base`` (items of ``slices``, e.g. their cached embeddings) with one prompt per foreground slice."""
+    foreground = np.array([bool(np.asarray(slices.masks[row]).any()) for row in slices.rows], dtype=bool)
+    if not foreground.any():
+        raise MedsegError(f"the {slices.split} split has no slice with foreground to prompt ({kind} mode)",
+                          slices.data_dir / "manifest.parquet")
+    return PromptedDataset(base, foreground, kind, settings, seed, stream)

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medseg.data.slice_dataset import SliceDataset
@@ -91,15 +90,6 @@ def _split(data_dir: Path, split: str, fewshot: bool) -> SliceDataset:
     return dataset
 
 
-def _prompted(slices: SliceDataset, base: Any, config: TrainConfig, stream: int, split: str) -> Any:
-    from medseg.train.prompted import PromptedDataset
-
-    foreground = np.array([bool(np.asarray(slices.masks[row]).any()) for row in slices.rows], dtype=bool)
-    if not foreground.any():
-        raise MedsegError(f"the {split} split has no slice with foreground to prompt")
-    return PromptedDataset(base, foreground, config.mode, config.prompts, config.seed, stream)
-
-
 def load_datasets(data_dir: Path, engine: Engine, config: TrainConfig, cache_root: Path) -> tuple[Any, Any]:
     """Train and validation sets; with the embedding cache, rank 0 fills it before the others read it."""
     splits = {name: _split(data_dir, name, config.fewshot) for name in ("train", "val")}
@@ -115,5 +105,7 @@ def load_datasets(data_dir: Path, engine: Engine, config: TrainConfig, cache_roo
             engine.runtime.barrier()
     if config.mode == "automated":
         return bases["train"], bases["val"]
-    return (_prompted(splits["train"], bases["train"], config, TRAIN_STREAM, "train"),
-            _prompted(splits["val"], bases["val"], config, VAL_STREAM, "val"))
+    from medseg.train.prompted import prompted_split
+
+    return tuple(prompted_split(splits[name], bases[name], config.mode, config.prompts, config.seed, stream)
+                 for name, stream in (("train", TRAIN_STREAM), ("val", VAL_STREAM)))
