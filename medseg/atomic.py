@@ -18,11 +18,24 @@ def _current_umask() -> int:
     return mask
 
 
+def _discard(tmp: Path) -> None:
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
 def _publish(tmp: Path, target: Path, mode: int) -> None:
     """Give the temporary file or folder normal permissions (mkstemp/mkdtemp make them private),
-    then move it into place."""
-    os.chmod(tmp, mode & ~_current_umask())
-    os.replace(tmp, target)
+    then move it into place; on failure the temporary copy is removed."""
+    try:
+        os.chmod(tmp, mode & ~_current_umask())
+        if tmp.is_dir() and target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        _discard(tmp)
+        raise
 
 
 @contextlib.contextmanager
@@ -34,10 +47,8 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
         raise
-    if target.exists():
-        shutil.rmtree(target)
     _publish(tmp, target, 0o777)
 
 
@@ -53,7 +64,7 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     _publish(tmp, target, 0o666)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from medseg import __version__
 from medseg.errors import MedsegError
+from medseg.names import check_name
 from medseg.params import load_params, section
 
 Handler = Callable[[argparse.Namespace], int]
@@ -30,6 +31,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from medseg.data.ingest import ingest_dataset
 
     params = load_params(args.params)
+    check_name(args.dataset, "--dataset")
     summary = ingest_dataset(args.dataset, args.raw, args.out, section(params, "ingest"), int(params["seed"]))
     print(f"ingest: {summary['num_slices']} slices of {args.dataset} -> {args.out} "
           f"(slices per split {summary['slices_per_split']}, grouping by {summary['grouping']}"
@@ -43,10 +45,11 @@ def _datasets(args: argparse.Namespace) -> int:
     extra = section(load_params(args.params), "ingest").get("extra_registries")
     registry = load_registry(extra)
     if args.readme:
-        from medseg.atomic import atomic_file
-        from medseg.data.registry import readme_markdown
+        from medseg.data.registry import README_HEADER, readme_markdown
+        from medseg.outputs import output_file, starts_with
 
-        with atomic_file(args.readme) as tmp:
+        generated = starts_with(README_HEADER.split(" from the registry")[0])
+        with output_file("datasets", args.readme, extra or [], generated) as tmp:
             tmp.write_text(readme_markdown(registry))
         print(f"datasets: wrote {args.readme}")
         return 0
@@ -58,6 +61,7 @@ def _validate(args: argparse.Namespace) -> int:
     from medseg.quality.validate import validate
 
     params = load_params(args.params)
+    check_name(args.dataset, "--dataset")
     ingest, gate = section(params, "ingest"), section(params, "validate")
     settings = {**gate, "image_size": ingest["image_size"], "drop_empty_slices": ingest["drop_empty_slices"],
                 "split_fractions": ingest["split_fractions"]}
@@ -66,17 +70,19 @@ def _validate(args: argparse.Namespace) -> int:
     finally:
         summary = Path(args.out) / "summary.md"
         if args.markdown and summary.is_file():
-            _copy_text(summary, args.markdown)
+            _copy_text("validate", summary, args.markdown, "# Validation of")
     checks = result["checks"]
     print(f"validate: {args.dataset} passed {sum(checks.values())}/{len(checks)} checks, "
           f"{result['num_warnings']} warning(s) -> {Path(args.out) / 'summary.md'}")
     return 0
 
 
-def _copy_text(source: Path, target: str) -> None:
-    from medseg.atomic import atomic_file
+def _copy_text(step: str, source: Path, target: str, signature: str) -> None:
+    """Copy a text output to a single file a user asked for; an existing file is replaced only when it
+    begins with ``signature`` (an earlier copy of the same output)."""
+    from medseg.outputs import output_file, starts_with
 
-    with atomic_file(target) as tmp:
+    with output_file(step, target, [source.parent], starts_with(signature)) as tmp:
         tmp.write_text(source.read_text())
 
 
@@ -85,6 +91,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from medseg.train.finetune import finetune
 
     params = load_params(args.params)
+    check_name(args.dataset, "--dataset")
     config = TrainConfig.from_params(params, mode=args.mode or "automated")
     work_root = section(params, "finetune")["work_dir"]
     summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
@@ -101,6 +108,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medseg.eval.evaluate import evaluate
 
     params = load_params(args.params)
+    check_name(args.dataset, "--dataset")
+    check_name(args.strategy, "--strategy")
     from medseg.eval.scoring import ScoreSettings
     from medseg.train.prompted import PromptSettings
 
@@ -120,9 +129,9 @@ def _report(args: argparse.Namespace) -> int:
 
     table = write_report(args.runs, args.out)
     if args.markdown:
-        _copy_text(table, args.markdown)
+        _copy_text("report", table, args.markdown, "# medseg results")
     if args.html:
-        _copy_text(table.with_suffix(".html"), args.html)
+        _copy_text("report", table.with_suffix(".html"), args.html, "<!doctype html><html><head>")
     print(table.read_text())
     print(f"report: written to {table} (with report.csv, comparison.csv, report.html and figures/)")
     return 0
@@ -138,16 +147,32 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zeroshot_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is an earlier ``export_sam`` output (read safely, tensors memory-mapped)."""
+    import torch
+
+    from medseg.models.checkpoints import CHECKPOINT_FORMAT
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file at all: not ours
+        return False
+    return (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+            and isinstance(payload.get("metadata"), dict) and payload["metadata"].get("zeroshot") is True)
+
+
 def _export_sam(args: argparse.Namespace) -> int:
     from medseg.models.checkpoints import export_checkpoint
     from medseg.models.factory import model_spec, zeroshot_model
     from medseg.models.strategies import PeftConfig
+    from medseg.outputs import output_file
 
     if not args.image_size.isdigit():
         raise MedsegError(f"--image-size must be a whole number of pixels, not '{args.image_size}'")
-    model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
-    metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
-    export_checkpoint(model, args.out, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
+    with output_file("export_sam", args.out, [args.checkpoint], _zeroshot_checkpoint) as tmp:
+        model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
+        metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
+        export_checkpoint(model, tmp, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
     print(f"export_sam: original SAM {args.backbone} with {args.mode} prompts -> {args.out}")
     return 0
 
@@ -229,8 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except MedsegError as exc:
         print(f"medseg {args.command}: error: {exc.one_line()}", file=sys.stderr)
-    except KeyError as exc:
-        print(f"medseg {args.command}: error: params: missing setting {exc}", file=sys.stderr)
+    except OSError as exc:  # disk full, permissions, a vanished file: the OS names the file and the problem
+        where = exc.filename if exc.filename is not None else "(no file named)"
+        print(f"medseg {args.command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
     return 2
 
 

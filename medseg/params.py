@@ -20,17 +20,20 @@ def params_path(explicit: str | Path | None = None) -> Path:
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """Load the params file as a dict, with a clear error when missing or malformed."""
+    """Load the params file, checked against the schema (``medseg.params_schema``) with defaults filled
+    in; a missing, malformed or out-of-range file is a one-line error naming the file and the key."""
+    from medseg.params_schema import validated
+
     resolved = params_path(path)
     if not resolved.is_file():
         raise MedsegError("params file not found", resolved)
     try:
-        loaded = yaml.safe_load(resolved.read_text())
-    except yaml.YAMLError as exc:
+        loaded = yaml.safe_load(resolved.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise MedsegError(f"not valid YAML ({exc.__class__.__name__})", resolved) from exc
     if not isinstance(loaded, dict):
         raise MedsegError("expected a mapping at the top level", resolved)
-    return loaded
+    return validated(loaded, str(resolved))
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

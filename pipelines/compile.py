@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import atomic_file
+from medseg.outputs import output_file, starts_with
 from medseg.params import section
 
 
@@ -16,6 +16,6 @@ def compile_pipeline(params: dict[str, Any], out: str | Path) -> Path:
     from pipelines.demo import build_demo_pipeline
 
     out = Path(out)
-    with atomic_file(out) as tmp:
+    with output_file("compile_pipeline", out, owned=starts_with("# PIPELINE DEFINITION")) as tmp:
         compiler.Compiler().compile(build_demo_pipeline(section(params, "kubeflow")), str(tmp))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,66 @@ class Case:
     image: Path
     masks: tuple[Path, ...] = ()
     options: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    root: Path | None = field(default=None, compare=False)  # the dataset root, for files listed at load time
+
+    def dataset_root(self) -> Path:
+        """The dataset root every file this case reads must stay inside."""
+        if self.root is None:
+            raise ValueError(f"case {self.case_id} was made without its dataset root")
+        return self.root
+
+
+class RuleMismatch(MedsegError):
+    """A pairing rule whose regex does not apply to a path (a ``first`` rule then tries the next)."""
+
+
+def printable(path: str | Path) -> str:
+    """A path as printable text: bytes that are not UTF-8 shown as ``\\xNN``."""
+    text = os.fspath(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte (e.g. from JSON)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _check_utf8(path: Path, root: Path) -> None:
+    """Refuse a name under ``root`` (the part below it: the root's own name is the user's) that is not UTF-8."""
+    base = next((r for r in (root, root.resolve()) if path.is_relative_to(r)), None)
+    text = path.relative_to(base).as_posix() if base else str(path)
+    if printable(text) != text:
+        raise MedsegError("file name is not valid UTF-8; rename it", printable(path))
+
+
+def checked_path(root: Path, path: Path) -> Path:
+    """``path``, found by listing a folder under ``root``, resolved (links followed); a file name that is
+    not UTF-8 or a link that leads out of the root is refused, naming the file."""
+    _check_utf8(path, root)
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise MedsegError(f"escapes the dataset root {printable(root)}: it links to {printable(resolved)}",
+                          printable(path))
+    _check_utf8(resolved, root)
+    return resolved
+
+
+def listed_files(folder: Path, root: Path) -> list[Path]:
+    """The files of a folder as listed (not resolved), hidden ones left out; every file, hidden ones
+    included (a series reader scans them all), is first checked against the root (:func:`checked_path`)."""
+    files = [path for path in sorted(checked_path(root, folder).iterdir()) if path.is_file()]
+    for path in files:
+        checked_path(root, path)
+    return [path for path in files if not path.name.startswith(".")]
 
 
 def resolve_inside(root: Path, relative: str | Path, source: Path) -> Path:
-    """Resolve ``relative`` under ``root`` (following links); refuse anything that escapes it."""
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root.resolve()):
+    """Resolve ``relative`` (named by ``source``: a listing, a rule's image) under ``root``, following
+    links; refuse a path that escapes the root as written (naming ``source``) or through a link (naming
+    the link)."""
+    written = Path(os.path.normpath(root / relative))
+    if not written.is_relative_to(os.path.normpath(root)):
         raise MedsegError(f"path '{relative}' escapes the dataset root {root}", source)
-    return candidate
+    return checked_path(root, written)
 
 
 def find_files(root: Path, pattern: str, exclude: list[str] | None = None) -> list[Path]:
@@ -37,7 +90,7 @@ def find_files(root: Path, pattern: str, exclude: list[str] | None = None) -> li
         if any(fnmatch.fnmatch(path.name, ex) for ex in exclude or []):
             continue
         if path.is_file() or path.is_dir():
-            found.append(resolve_inside(root, path.relative_to(root), root))
+            found.append(checked_path(root, path))
     return found
 
 
@@ -77,7 +130,7 @@ def derive(path: Path, root: Path, regex: str, replacement: str) -> Path:
     relative = path.relative_to(root.resolve()).as_posix()
     derived, count = re.subn(regex, replacement, relative)
     if count == 0:
-        raise MedsegError(f"pairing rule {regex!r} does not match '{relative}'", path)
+        raise RuleMismatch(f"pairing rule {regex!r} does not match '{relative}'", path)
     return resolve_inside(root, derived, path)
 
 
@@ -94,4 +147,4 @@ def case_for(image: Path, raw_dir: Path, patient_pattern: str | None, masks: tup
     """A case named after the image's path under the root (``/`` -> ``__``), with its patient."""
     relative = image.relative_to(raw_dir.resolve()).as_posix()
     case_id = strip_suffixes(relative).replace("/", "__")
-    return Case(case_id, patient_of(relative, patient_pattern, case_id), image, masks)
+    return Case(case_id, patient_of(relative, patient_pattern, case_id), image, masks, root=raw_dir)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.cases import listed_files
 from medseg.data.labels import map_mask
 from medseg.data.volumes import Volume, read_2d, read_volume
 from medseg.errors import MedsegError
@@ -73,6 +74,7 @@ def _header(ds: Any, path: Path) -> SliceHeader:
     missing = [key for key in _GEOMETRY if ds.get(key) in (None, "")]
     if missing:
         raise MedsegError(f"DICOM file lacks {missing}", path)
+    _check_pixel_bytes(ds, path)
     instance = ds.get("InstanceNumber")
     plane = _plane(ds.ImagePositionPatient, ds.ImageOrientationPatient, ds.PixelSpacing,
                    (int(ds.Rows), int(ds.Columns)), path)
@@ -80,35 +82,106 @@ def _header(ds: Any, path: Path) -> SliceHeader:
                        str(ds.get("FrameOfReferenceUID", "")), plane)
 
 
+def _native_pixel_bytes(ds: Any, path: Path) -> int | None:
+    """The bytes of uncompressed pixel data the header promises; None for compressed or float data."""
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if "PixelData" not in ds or (syntax is not None and (syntax.is_compressed or syntax.is_deflated)):
+        return None
+    try:
+        bits = int(ds.BitsAllocated)
+        pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+        return (pixels * int(ds.get("NumberOfFrames") or 1) * bits + 7) // 8
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise MedsegError(f"invalid pixel data description ({exc.__class__.__name__}: {exc})", path) from exc
+
+
+def _check_pixel_bytes(ds: Any, path: Path) -> None:
+    """Refuse pixel data cut short (a truncated file): fewer bytes on disk than the header promises."""
+    expected = _native_pixel_bytes(ds, path)
+    if expected is None:
+        return
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if element.value is None and getattr(element, "value_tell", None) is not None:  # deferred: still on disk
+        available = min(element.length, path.stat().st_size - element.value_tell)
+    else:
+        available = len(element.value or b"")
+    if available < expected:
+        raise MedsegError(f"pixel data is incomplete ({available} of {expected} bytes; truncated file?)", path)
+
+
+def claims_dicom(path: Path) -> bool:
+    """Whether a file says it is DICOM: a ``.dcm`` name, no bytes at all, or the ``DICM`` marker
+    after the 128-byte preamble."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(132)
+    except OSError as exc:
+        raise MedsegError(f"cannot read file ({exc.__class__.__name__})", path) from exc
+    return len(head) == 0 or head[128:132] == b"DICM"
+
+
 def _read_header(path: Path) -> Any:
-    """A DICOM file's attributes (large values left on disk), or None for a file that is not DICOM."""
+    """A DICOM file's attributes (large values left on disk), or None for a file that is not DICOM.
+    A file that claims to be DICOM (:func:`claims_dicom`) must be readable."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    claimed = claims_dicom(path)
+    if claimed and path.stat().st_size == 0:
+        raise MedsegError("DICOM file is empty (0 bytes)", path)
     try:
         return pydicom.dcmread(path, defer_size="1 KB")
     except InvalidDicomError:
         pass  # no preamble: try once more without it, and keep it only if it looks like an image
-    except (OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
         raise MedsegError(f"cannot read DICOM header ({exc.__class__.__name__})", path) from exc
     try:
         ds = pydicom.dcmread(path, defer_size="1 KB", force=True)
-    except Exception:  # a file that is not DICOM at all
+    except Exception as exc:  # a file that is not DICOM at all
+        if claimed:
+            raise MedsegError(f"cannot read DICOM header ({exc.__class__.__name__})", path) from exc
         return None
-    return ds if "SOPInstanceUID" in ds else None
+    if "SOPInstanceUID" in ds:
+        return ds
+    if claimed:
+        raise MedsegError("not a readable DICOM file (no SOP Instance UID; truncated or corrupt?)", path)
+    return None
 
 
-def scan_series(folder: Path) -> list[SliceHeader]:
-    """Headers of the DICOM files in a series folder; files without pixel data or plane geometry
-    are refused by name, non-DICOM files (notes, thumbnails) are passed over."""
+def scan_series(folder: Path, root: Path) -> list[SliceHeader]:
+    """Headers of the DICOM files in a series folder (each checked to stay inside ``root``). A file that
+    claims to be DICOM must be a complete slice with plane geometry, else it is refused by name;
+    other files (notes, thumbnails) are passed over. Slices must be evenly spaced (no gap, no two at
+    one position)."""
     headers = []
-    for path in sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=natural_key):
+    for path in sorted(listed_files(folder, root), key=natural_key):
         ds = _read_header(path)
         if ds is not None:
             headers.append(_header(ds, path))
     if not headers:
         raise MedsegError("no DICOM files in the series folder", folder)
+    check_spacing(headers, folder)
     return headers
+
+
+def check_spacing(headers: list[SliceHeader], folder: Path) -> None:
+    """Refuse two slices at one position, and a gap: consecutive slices (along the slice normal) farther
+    apart than 1.5 times the series' regular (smallest) spacing, e.g. where a slice file is missing."""
+    orientation = headers[0].plane.orientation
+    normal = np.cross(orientation[:3], orientation[3:])
+    ordered = sorted(headers, key=lambda h: float(normal @ h.plane.position))
+    steps = np.diff([float(normal @ h.plane.position) for h in ordered])
+    neighbours = list(zip(steps.tolist(), ordered[:-1], ordered[1:], strict=True))
+    for step, before, after in neighbours:
+        if step < 1e-3:
+            raise MedsegError(f"slices {before.path.name} and {after.path.name} lie at the same position", folder)
+    regular = min(steps.tolist(), default=0.0)
+    for step, before, after in neighbours:
+        if step > 1.5 * regular:
+            raise MedsegError(f"gap of {step:.3g} mm between slices {before.path.name} and {after.path.name} "
+                              f"(regular spacing {regular:.3g} mm): a slice file is missing", folder)
 
 
 def frame_index(plane: Plane, image: Volume, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,12 +211,11 @@ def _put(mask: np.ndarray, frame: np.ndarray, plane: Plane, image: Volume, path:
     mask[i, j, k] = np.maximum(mask[i, j, k], frame)
 
 
-def png_stack_mask(folder: Path, headers: list[SliceHeader], image: Volume, rule: Any, labels: dict[int, str],
-                   max_voxels: int) -> np.ndarray:
+def png_stack_mask(folder: Path, root: Path, headers: list[SliceHeader], image: Volume, rule: Any,
+                   labels: dict[int, str], max_voxels: int) -> np.ndarray:
     """Classes from a folder of PNG slices: PNG i (natural name order) belongs to DICOM file i in
     InstanceNumber order, and lands on that file's slice of the image volume."""
-    pngs = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"
-                   and not p.name.startswith(".")), key=natural_key)
+    pngs = sorted((p for p in listed_files(folder, root) if p.suffix.lower() == ".png"), key=natural_key)
     if len(pngs) != len(headers):
         raise MedsegError(f"{len(pngs)} PNG masks for {len(headers)} DICOM slices", folder)
     unnumbered = [h.path for h in headers if h.instance is None]

@@ -20,14 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir
 from medseg.data.adapters import adapter_for
 from medseg.data.cases import Case
 from medseg.data.fewshot import fewshot_roles
+from medseg.data.memory import peak_mb, workers_that_fit
 from medseg.data.registry import DatasetSpec, get_spec
 from medseg.data.slices import SliceProtocol, volume_to_slices
 from medseg.data.split import SPLITS, assign_splits
 from medseg.errors import MedsegError
+from medseg.outputs import output_dir
 
 
 @dataclass(frozen=True)
@@ -98,34 +99,63 @@ def _rows(spec: DatasetSpec, result: CaseSlices, raw_dir: Path, split: str) -> l
 
 def ingest_dataset(alias: str, raw_dir: str | Path, out_dir: str | Path, ingest_params: dict[str, Any],
                    seed: int) -> dict[str, Any]:
-    """Ingest a registered dataset; writes ``out_dir`` atomically and returns the summary."""
-    import pandas as pd
-
+    """Ingest a registered dataset; writes ``out_dir`` atomically and returns the summary. The output
+    may not overlap the raw data (or any other input) and replaces only an earlier ingest."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise MedsegError("raw dataset directory not found", raw_dir)
-    spec = get_spec(alias, ingest_params.get("extra_registries"))
+    inputs = [raw_dir, *(ingest_params.get("extra_registries") or [])]
+    with output_dir("ingest", out_dir, inputs) as tmp:
+        spec = get_spec(alias, ingest_params.get("extra_registries"))
+        kept, splits, skipped, protocol = _slices(spec, raw_dir, ingest_params, seed)
+        manifest = _manifest(spec, kept, splits, raw_dir, ingest_params, seed)
+        summary = _summary(spec, manifest, protocol, skipped)
+        np.save(tmp / "images.npy", np.concatenate([r.images for r in kept]))
+        np.save(tmp / "masks.npy", np.concatenate([r.masks for r in kept]))
+        manifest.to_parquet(tmp / "manifest.parquet", index=False)
+        (tmp / "ingest.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _workers(ingest_params: dict[str, Any]) -> int:
+    """The configured workers, fewer when their estimated peaks exceed ``ingest.memory_limit_mb``."""
+    wanted = int(ingest_params.get("workers", 1))
+    limit = ingest_params.get("memory_limit_mb")
+    if limit is None:
+        return wanted
+    voxels = int(ingest_params["max_voxels"])
+    fit = workers_that_fit(voxels, int(limit))
+    if fit < wanted:
+        print(f"ingest: {fit} worker(s) instead of {wanted}: one worker may need ~{peak_mb(voxels)} MB "
+              f"(ingest.max_voxels) and ingest.memory_limit_mb is {limit}")
+    return min(wanted, fit)
+
+
+def _slices(spec: DatasetSpec, raw_dir: Path, ingest_params: dict[str, Any], seed: int,
+            ) -> tuple[list[CaseSlices], dict[str, str], list[dict[str, str]], SliceProtocol]:
+    """Every case read and sliced (in parallel); bad cases fail the step or are skipped."""
     protocol = protocol_for(spec, ingest_params)
     if not spec.labeled:
         protocol = replace(protocol, drop_empty_slices=False)
     cases = adapter_for(spec.adapter).discover(raw_dir, spec)
     splits = assign_splits([c.patient_id for c in cases], tuple(ingest_params["split_fractions"]), seed)
     jobs = [(case, spec, protocol, int(ingest_params["max_voxels"])) for case in cases]
-    results = _run(jobs, int(ingest_params.get("workers", 1)), f"ingest {alias}")
+    results = _run(jobs, _workers(ingest_params), f"ingest {spec.alias}")
     skipped = _check_failures(cases, results, ingest_params.get("on_error", "fail"))
     kept = [r for r in results if isinstance(r, CaseSlices) and len(r.images)]
     if not kept:
         raise MedsegError("no slices left after dropping empty masks", raw_dir)
+    return kept, splits, skipped, protocol
+
+
+def _manifest(spec: DatasetSpec, kept: list[CaseSlices], splits: dict[str, str], raw_dir: Path,
+              ingest_params: dict[str, Any], seed: int) -> Any:
+    import pandas as pd
+
     manifest = pd.DataFrame([row for r in kept for row in _rows(spec, r, raw_dir, splits[r.case.patient_id])])
     manifest.insert(0, "row", np.arange(len(manifest)))
     manifest["fewshot"] = fewshot_roles(manifest, int(ingest_params.get("fewshot_per_split", 5)), seed)
-    summary = _summary(spec, manifest, protocol, skipped)
-    with atomic_dir(out_dir) as tmp:
-        np.save(tmp / "images.npy", np.concatenate([r.images for r in kept]))
-        np.save(tmp / "masks.npy", np.concatenate([r.masks for r in kept]))
-        manifest.to_parquet(tmp / "manifest.parquet", index=False)
-        (tmp / "ingest.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return manifest
 
 
 def _check_failures(cases: list[Case], results: list[CaseSlices | MedsegError],

@@ -3,19 +3,25 @@
 Each entry states what a user needs to fetch the data and what the adapter needs to read it as
 downloaded: citation, licence, download page, modality, the expected raw layout, the adapter kind
 and its settings (globs, pairing rule), the mask value rule and label map, the patient-id rule and
-the slice axis. More entries can live in folders listed in ``ingest.extra_registries``.
+the slice axis. More entries can live in folders listed in ``ingest.extra_registries``; their aliases
+may not repeat a built-in or another extra alias. Settings are checked when an entry is parsed
+against the keys its adapter kind declares (``REQUIRED_SETTINGS``, ``OPTIONAL_SETTINGS`` and
+``check_settings`` in ``medseg/data/adapters/<kind>.py``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from medseg.errors import MedsegError
+from medseg.names import check_name
 
 ADAPTER_KINDS = ("paired_volumes", "dicom_series", "image_mask_2d", "unlabeled_volumes")
 USES = ("finetune", "pretrain")
@@ -55,10 +61,107 @@ class DatasetSpec:
         return "patient" if self.patient_id or self.settings.get("one_case_per_patient") else "image"
 
 
-def _parse(entry: dict[str, Any], source: Path) -> DatasetSpec:
+def check_keys(mapping: Any, required: Sequence[str], optional: Iterable[str], where: str) -> dict[str, Any]:
+    """``mapping`` when it is a mapping with every ``required`` key and no key outside ``required`` and
+    ``optional``; otherwise an error naming the unknown or missing keys and the known ones (the caller
+    adds the registry file)."""
+    known = sorted({*required, *optional})
+    if not isinstance(mapping, dict):
+        raise MedsegError(f"{where} must be a mapping with the keys {known}, not {mapping!r}")
+    unknown = sorted(str(key) for key in mapping if key not in known)
+    missing = [key for key in required if key not in mapping]
+    problems = [_keys("unknown", unknown)] * bool(unknown) + [_keys("missing", missing)] * bool(missing)
+    if problems:
+        raise MedsegError(f"{where}: {'; '.join(problems)}; known keys: {', '.join(known)}")
+    return mapping
+
+
+def _keys(what: str, keys: list[str]) -> str:
+    return f"{what} key{'s' * (len(keys) > 1)} {', '.join(map(repr, keys))}"
+
+
+def check_rule(rule: Any, forms: dict[str, Sequence[str]], where: str) -> str:
+    """The form of a rule mapping: the first of its keys that names a form in ``forms`` (key -> the keys
+    of that form), with its keys checked; an error naming the unknown keys and the forms otherwise."""
+    if isinstance(rule, dict):
+        form = next((key for key in forms if key in rule), None)
+        if form is not None:
+            check_keys(rule, forms[form], (), where)
+            return form
+    shapes = " or ".join(sorted({"{" + ", ".join(keys) + "}" for keys in forms.values()}))
+    known = {key for keys in forms.values() for key in keys}
+    unknown = sorted(str(key) for key in rule if key not in known) if isinstance(rule, dict) else []
+    found = _keys("unknown", unknown) if unknown else repr(rule)
+    raise MedsegError(f"{where}: {found}; known rule forms: {shapes}")
+
+
+def check_pairing(rule: Any, where: str) -> dict[str, Any]:
+    """A ``{regex, replace}`` rule: both strings, the regex valid."""
+    check_keys(rule, ("regex", "replace"), (), where)
+    expect(rule["replace"], str, f"{where}.replace")
+    check_regex(rule["regex"], f"{where}.regex")
+    return rule
+
+
+def check_regex(value: Any, where: str) -> None:
+    """A string that compiles as a regular expression."""
+    try:
+        re.compile(expect(value, str, where))
+    except re.error as exc:
+        raise MedsegError(f"{where} {value!r} is not a valid regular expression ({exc})") from exc
+
+
+def expect(value: Any, kind: type, where: str) -> Any:
+    """``value`` when it is a ``kind``, else an error naming ``where``."""
+    if not isinstance(value, kind):
+        raise MedsegError(f"{where} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def check_choice(settings: dict[str, Any], key: str, choices: Sequence[Any]) -> None:
+    """Setting ``key`` (when present) is one of ``choices``."""
+    value = settings.get(key)
+    if key in settings and not any(value == c and type(value) is type(c) for c in choices):
+        raise MedsegError(f"settings.{key} must be one of {list(choices)}, not {value!r}")
+
+
+def check_globs(settings: dict[str, Any], *keys: str) -> None:
+    """The glob settings ``keys`` (when present) are strings, ``exclude`` (when present) a list of them."""
+    for key in keys:
+        if key in settings:
+            expect(settings[key], str, f"settings.{key}")
+    for index, pattern in enumerate(expect(settings.get("exclude", []), list, "settings.exclude")):
+        expect(pattern, str, f"settings.exclude[{index}]")
+
+
+def _check_settings(entry: dict[str, Any], source: Path) -> None:
+    """The entry's adapter settings against the keys its adapter kind declares."""
+    adapter = import_module(f"medseg.data.adapters.{entry['adapter']}")
+    try:
+        adapter.check_settings(entry["settings"])
+    except MedsegError as exc:
+        raise MedsegError(f"dataset '{entry.get('alias')}' ({entry['adapter']}): {exc.problem}", source) from exc
+
+
+def _labels(labels: Any, source: Path) -> dict[int, str]:
+    if not isinstance(labels, dict):
+        raise MedsegError(f"labels must map class numbers to names, not {labels!r}", source)
+    try:
+        return {int(k): str(v) for k, v in labels.items()}
+    except (TypeError, ValueError) as exc:
+        raise MedsegError(f"label keys must be whole numbers, got {sorted(map(str, labels))}", source) from exc
+
+
+def _parse(entry: Any, source: Path) -> DatasetSpec:
+    if not isinstance(entry, dict):
+        raise MedsegError("registry entry is not a mapping of fields", source)
     missing = [k for k in REQUIRED if k not in entry]
     if missing:
         raise MedsegError(f"registry entry lacks {missing}", source)
+    try:
+        check_name(entry["alias"], "alias")  # it names data/raw/<alias> and every run of the dataset
+    except MedsegError as exc:
+        raise MedsegError(exc.problem, source) from None
     if entry["adapter"] not in ADAPTER_KINDS:
         raise MedsegError(f"unknown adapter '{entry['adapter']}'; known: {list(ADAPTER_KINDS)}", source)
     if entry["use"] not in USES:
@@ -67,8 +170,9 @@ def _parse(entry: dict[str, Any], source: Path) -> DatasetSpec:
     unknown = sorted(set(entry) - known)
     if unknown:
         raise MedsegError(f"unknown registry fields {unknown}", source)
+    _check_settings(entry, source)
     if "labels" in entry:
-        entry = {**entry, "labels": {int(k): str(v) for k, v in entry["labels"].items()}}
+        entry = {**entry, "labels": _labels(entry["labels"], source)}
     return DatasetSpec(**entry)
 
 
@@ -77,15 +181,28 @@ def _entries(folder: Any) -> list[tuple[Path, str]]:
                   if item.name.endswith(".yaml"))
 
 
-def load_registry(extra_dirs: list[str | Path] | None = None) -> dict[str, DatasetSpec]:
-    """All registered datasets by alias: the built-in entries plus those in ``extra_dirs``."""
-    sources = _entries(resources.files("medseg.data") / "registry")
+def _sources(extra_dirs: list[str | Path] | None) -> list[tuple[Path, str, bool]]:
+    """(file, text, built-in) of every entry; a file listed twice (the same folder twice) counts once."""
+    sources = [(path, text, True) for path, text in _entries(resources.files("medseg.data") / "registry")]
     for folder in extra_dirs or []:
         if not Path(folder).is_dir():
             raise MedsegError("registry folder not found", folder)
-        sources += _entries(Path(folder))
+        sources += [(path, text, False) for path, text in _entries(Path(folder))]
+    seen: set[Path] = set()
+    unique = []
+    for path, text, builtin in sources:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append((path, text, builtin))
+    return unique
+
+
+def load_registry(extra_dirs: list[str | Path] | None = None) -> dict[str, DatasetSpec]:
+    """All registered datasets by alias: the built-in entries plus those in ``extra_dirs``; an extra
+    entry may not reuse an alias (of a built-in dataset or of another extra entry)."""
     registry: dict[str, DatasetSpec] = {}
-    for path, text in sources:
+    origins: dict[str, tuple[Path, bool]] = {}
+    for path, text, builtin in _sources(extra_dirs):
         try:
             entry = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -93,6 +210,11 @@ def load_registry(extra_dirs: list[str | Path] | None = None) -> dict[str, Datas
         spec = _parse(entry, path)
         if spec.alias != path.stem:
             raise MedsegError(f"alias '{spec.alias}' must equal the file name", path)
+        if spec.alias in origins:
+            other, other_builtin = origins[spec.alias]
+            what = "a built-in dataset" if other_builtin else f"the extra entry {other}"
+            raise MedsegError(f"alias '{spec.alias}' is already taken by {what}; rename this entry", path)
+        origins[spec.alias] = (path, builtin)
         registry[spec.alias] = spec
     return registry
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir
+from medseg.outputs import output_dir
 
 AIR_HU = -1000.0
 FAT_HU = -100.0
@@ -140,12 +140,13 @@ def _dataset_json(case_ids: list[str]) -> dict[str, Any]:
 
 
 def write_sample(out_dir: str | Path, spec: PhantomSpec, seed: int) -> list[str]:
-    """Write the phantom dataset atomically to ``out_dir``; returns the case ids."""
+    """Write the phantom dataset atomically to ``out_dir`` (refused where it would replace anything but an
+    earlier sample); returns the case ids."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     case_ids = [f"phantom_{i:03d}" for i in range(1, spec.num_patients + 1)]
-    with atomic_dir(out_dir) as tmp:
+    with output_dir("sample", out_dir) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for case_id in tqdm(case_ids, desc="sample", unit="patient"):

@@ -5,6 +5,7 @@ header before any voxel is read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,9 +106,11 @@ def read_volume(path: Path, max_voxels: int) -> Volume:
     return _to_volume(_voxels(_reader(path, max_voxels), path), path)
 
 
-def read_dicom_series(folder: Path, max_voxels: int) -> tuple[Volume, list[str]]:
+def read_dicom_series(folder: Path, max_voxels: int,
+                      expected: Sequence[Path] | None = None) -> tuple[Volume, list[str]]:
     """A DICOM series folder as a RAS+ volume, with the SOP Instance UIDs of its slices in the
-    order of the volume's file list (the reader sorts by position)."""
+    order of the volume's file list (the reader sorts by position). With ``expected`` (the DICOM
+    files a header scan found), the reader's file list must hold exactly those files."""
     import SimpleITK as sitk
 
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
@@ -116,6 +119,8 @@ def read_dicom_series(folder: Path, max_voxels: int) -> tuple[Volume, list[str]]
     if len(series) > 1:
         raise MedsegError(f"{len(series)} DICOM series in one folder; expected one", folder)
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    if expected is not None:
+        _check_file_list([Path(f) for f in files], list(expected))
     first = _reader(Path(files[0]), max_voxels)
     _check_size((*first.GetSize()[:2], len(files)), max_voxels, folder)
     reader = sitk.ImageSeriesReader()
@@ -126,6 +131,20 @@ def read_dicom_series(folder: Path, max_voxels: int) -> tuple[Volume, list[str]]
     uids = [reader.GetMetaData(i, "0008|0018").strip() if reader.HasMetaDataKey(i, "0008|0018") else ""
             for i in range(len(files))]
     return _to_volume(image, folder), uids
+
+
+def _check_file_list(files: list[Path], expected: list[Path]) -> None:
+    """The series reader's files are the scanned DICOM files: none left out, none added."""
+    listed = {path.absolute() for path in files}
+    left_out = [path for path in expected if path.absolute() not in listed]
+    if left_out:
+        raise MedsegError("DICOM file is not part of the volume the series reader builds (unreadable to it, "
+                          "or of another series)", left_out[0])
+    scanned = {path.absolute() for path in expected}
+    added = [path for path in files if path.absolute() not in scanned]
+    if added:
+        raise MedsegError("the series reader takes this file as a slice, but it is not a readable DICOM image "
+                          "(or it is hidden)", added[0])
 
 
 def read_2d(path: Path, max_voxels: int) -> np.ndarray:

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medseg.atomic import atomic_dir
-from medseg.data.slice_dataset import SliceDataset, check_ingested, read_manifest
+from medseg.data.slice_dataset import SliceDataset, check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
 from medseg.eval.overlays import pick_slices, write_overlays
 from medseg.eval.predict import Predictions, predict
 from medseg.eval.scoring import VOLUME_KEYS, ScoreSettings, per_slice_table, per_volume_table, summarise
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
+from medseg.names import check_name
+from medseg.outputs import output_dir
 from medseg.train.prompted import PromptSettings, prompted_split
 
 TEST_STREAM = 2  # prompt random stream of the test split (train 0, val 1)
@@ -90,21 +91,23 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
     outputs to ``out_dir``; returns the metrics."""
     from medseg.train.runtime import resolve_device
 
-    data_dir = check_ingested(data_dir)
-    model, metadata, test = _load(data_dir, model_path)
-    settings = dataclasses.replace(settings, num_classes=model.num_classes)
-    items, rows = _scored_items(model, test, prompts or PromptSettings(), settings.seed)
-    predictions = predict(model, items, batch_size, resolve_device(device))
-    manifest = read_manifest(data_dir)
-    per_slice = per_slice_table(manifest, rows, predictions, settings)
-    automated = model.mode == "automated"  # a prompted region is one slice's object, not a volume
-    per_volume = per_volume_table(per_slice, predictions, settings) if automated else pd.DataFrame(columns=VOLUME_KEYS)
-    synthetic = bool(json.loads((data_dir / "ingest.json").read_text()).get("synthetic"))
-    metrics = _metrics(dataset, strategy, model, metadata, (per_slice, per_volume), settings, synthetic)
-    with atomic_dir(out_dir) as tmp:
+    check_name(dataset, "dataset")
+    check_name(strategy, "strategy")
+    with output_dir("evaluate", out_dir, [data_dir, model_path]) as tmp:
+        data_dir = check_ingested(data_dir)
+        synthetic = bool(read_ingest_summary(data_dir).get("synthetic"))
+        model, metadata, test = _load(data_dir, model_path)
+        settings = dataclasses.replace(settings, num_classes=model.num_classes)
+        items, rows = _scored_items(model, test, prompts or PromptSettings(), settings.seed)
+        predictions = predict(model, items, batch_size, resolve_device(device))
+        manifest = read_manifest(data_dir)
+        per_slice = per_slice_table(manifest, rows, predictions, settings)
+        automated = model.mode == "automated"  # a prompted region is one slice's object, not a volume
+        per_volume = (per_volume_table(per_slice, predictions, settings) if automated
+                      else pd.DataFrame(columns=VOLUME_KEYS))
+        metrics = _metrics(dataset, strategy, model, metadata, (per_slice, per_volume), settings, synthetic)
         per_slice.to_parquet(tmp / "per_slice.parquet", index=False)
         per_volume.to_parquet(tmp / "per_volume.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         _overlays(tmp / "overlays.png", test, rows, predictions, model, manifest, overlay_slices)
     return metrics
-

@@ -14,9 +14,10 @@ from typing import Any
 
 import pandas as pd
 
-from medseg.atomic import atomic_dir
 from medseg.errors import MedsegError
 from medseg.eval.reference import Entry, entries, load_reference, paper_value, tables_for
+from medseg.names import check_name
+from medseg.outputs import output_dir
 
 REQUIRED = ("dataset", "strategy", "mode", "dice_mean", "num_slices", "num_patients")
 RUN_GLOB = "*/*/*/eval/metrics.json"
@@ -40,8 +41,19 @@ def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
             raise MedsegError(f"metrics file lacks {missing}", path)
         if not (metrics["dice_mean"] is None or isinstance(metrics["dice_mean"], int | float)):
             raise MedsegError(f"dice_mean is not a number ({metrics['dice_mean']!r})", path)
+        _check_names(metrics, path)
         runs.append({**metrics, "_overlays": path.parent / "overlays.png"})
     return runs
+
+
+def _check_names(metrics: dict[str, Any], path: Path) -> None:
+    """Names end up in tables, file names and HTML: each must be a plain identifier."""
+    for key in ("dataset", "strategy", "mode", "init"):
+        if key in metrics:
+            try:
+                check_name(metrics[key], key)
+            except MedsegError as exc:
+                raise MedsegError(exc.problem, path) from None
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -145,7 +157,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
                           "`medseg evaluate` first)", runs_dir)
     reference = load_reference()
     compared = comparison_rows(entries(runs), reference)
-    with atomic_dir(out_dir) as tmp:
+    with output_dir("report", out_dir, [runs_dir]) as tmp:
         figures = write_figures(tmp / "figures", runs, compared)
         body = _markdown(runs, compared, reference, figures)
         (tmp / "report.md").write_text(body)

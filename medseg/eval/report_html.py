@@ -27,6 +27,6 @@ def markdown_to_html(markdown: str, root: Path) -> str:
     """HTML for ``markdown`` (tables included), PNGs under ``root`` inlined as data URIs."""
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)  # raw HTML is escaped
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>medseg results</title>"
             f"<style>{STYLE}</style></head><body>{_inline_images(body, root)}</body></html>\n")

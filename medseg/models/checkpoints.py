@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,21 @@ from torch.nn import functional as F
 
 from medseg.atomic import atomic_file
 from medseg.errors import MedsegError
-from medseg.models.segmenter import SamSegmenter
+from medseg.models.segmenter import MODES, SamSegmenter
 
 CHECKPOINT_FORMAT = "medseg.sam/1"
+IMAGE_SIZE_RANGE = (64, 4096)  # input sizes a checkpoint may claim (pixels, multiples of 16)
+MAX_CLASSES = 255  # masks are uint8 label maps
+_REQUIRED = object()
 _DECODER_TOKEN_KEYS = ("mask_decoder.mask_tokens.weight", "mask_decoder.iou_prediction_head.layers.2")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line (at most 200 characters), or its type when it has none."""
+    text = str(exc).strip()
+    if text.startswith("Weights only load failed"):  # torch's advice to load unsafely spans many lines
+        return "not a torch file of plain tensors and containers (weights-only load refused it)"
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
 def safe_load(path: str | Path) -> Any:
@@ -24,8 +36,23 @@ def safe_load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickled code, foreign format
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise MedsegError(f"cannot load checkpoint safely ({reason[:200]})", path) from exc
+        raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinite values, naming the first such tensor."""
+    for key, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise MedsegError(f"tensor '{key}' holds NaN or infinite values", path)
+
+
+def _tensors(state: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` checked to be a state dict of finite tensors."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise MedsegError("not a state dict of tensors", path)
+    check_finite(state, path)
+    return state
 
 
 def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -33,9 +60,7 @@ def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise MedsegError("not a state dict of tensors", path)
-    return state
+    return _tensors(state, path)
 
 
 def _fit_decoder_tokens(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
@@ -122,19 +147,66 @@ def export_checkpoint(model: SamSegmenter, path: str | Path, spec: dict[str, Any
         torch.save(payload, tmp)
 
 
+def _field(payload: dict[str, Any], name: str, path: str | Path, valid: Callable[[Any], bool], expected: str,
+           default: Any = _REQUIRED) -> Any:
+    """A checkpoint field, checked; MedsegError naming the file and the field when missing or invalid."""
+    if name not in payload:
+        if default is _REQUIRED:
+            raise MedsegError(f"checkpoint field '{name}' is missing", path)
+        return default
+    value = payload[name]
+    if not valid(value):
+        raise MedsegError(f"checkpoint field '{name}' must be {expected}, got {value!r:.60}", path)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _header(payload: Any, path: str | Path) -> dict[str, Any]:
+    """Every field that rebuilding the model reads, validated before anything is built."""
+    from medseg.models.factory import parse_spec
+
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
+    spec = _field(payload, "spec", path, lambda v: isinstance(v, dict), "a dict")
+    try:
+        strategy, _ = parse_spec(spec)
+    except MedsegError as exc:
+        raise MedsegError(f"checkpoint field 'spec' is invalid ({exc})", path) from exc
+    _field(payload, "backbone", path, lambda v: v == strategy.backbone, f"'{strategy.backbone}' (the spec's)",
+           strategy.backbone)
+    low, high = IMAGE_SIZE_RANGE
+    header = {
+        "spec": spec,
+        "image_size": _field(payload, "image_size", path, lambda v: _is_int(v) and low <= v <= high and v % 16 == 0,
+                             f"an integer multiple of 16 in {low}..{high}"),
+        "num_classes": _field(payload, "num_classes", path, lambda v: _is_int(v) and 2 <= v <= MAX_CLASSES,
+                              f"an integer in 2..{MAX_CLASSES}"),
+        "mode": _field(payload, "mode", path, lambda v: v in MODES, f"one of {list(MODES)}", "automated"),
+        "candidates": _field(payload, "candidates", path, lambda v: isinstance(v, bool), "true or false", False),
+        "metadata": _field(payload, "metadata", path, lambda v: isinstance(v, dict), "a dict", {}),
+    }
+    _tensors(_field(payload, "state_dict", path, lambda v: isinstance(v, dict), "a dict"), path)
+    return header
+
+
 def load_exported(path: str | Path) -> tuple[SamSegmenter, dict[str, Any]]:
     """Rebuild a model (strategy modules included) from an exported checkpoint; returns it in eval
-    mode with its metadata."""
+    mode with its metadata. Every field is checked before the model is built."""
     from medseg.models.factory import model_from_spec
 
     payload = safe_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
-    model = model_from_spec(payload["spec"], int(payload["image_size"]), int(payload["num_classes"]),
-                            payload.get("mode", "automated"), bool(payload.get("candidates", False)))
+    header = _header(payload, path)
+    try:
+        model = model_from_spec(header["spec"], header["image_size"], header["num_classes"], header["mode"],
+                                header["candidates"])
+    except MedsegError as exc:  # inconsistent fields (e.g. candidates in automated mode)
+        raise MedsegError(exc.problem, path) from exc
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise MedsegError(f"weights do not fit the recorded architecture ({exc})", path) from exc
+        raise MedsegError(f"weights do not fit the recorded architecture ({first_line(exc)})", path) from exc
     model.eval()
-    return model, dict(payload.get("metadata", {}))
+    return model, dict(header["metadata"])

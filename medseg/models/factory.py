@@ -5,9 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_encoder_weights, load_sam_weights
 from medseg.models.segmenter import SamSegmenter
-from medseg.models.strategies import PeftConfig, apply_strategy, parse_strategy
+from medseg.models.strategies import PeftConfig, Strategy, apply_strategy, parse_strategy
 
 
 def build_model(strategy_id: str, peft: PeftConfig, image_size: int, num_classes: int,
@@ -37,12 +38,29 @@ def model_spec(strategy_id: str, peft: PeftConfig) -> dict[str, Any]:
     return {"strategy": strategy_id, "peft": peft.to_dict()}
 
 
+def parse_spec(spec: Any) -> tuple[Strategy, PeftConfig]:
+    """The strategy and PEFT settings that a checkpoint's spec records, checked (MedsegError without
+    a path: the caller names the file)."""
+    values = spec.get("peft") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("strategy"), str) or not isinstance(values, dict):
+        raise MedsegError("a spec needs 'strategy' (a strategy id) and 'peft' (a dict)")
+    known = set(PeftConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known, key=str)
+    if unknown:
+        raise MedsegError(f"unknown PEFT keys {unknown}; known: {sorted(known)}")
+    try:
+        peft = PeftConfig(**values)
+    except MedsegError as exc:
+        raise MedsegError(f"peft.{(exc.path or '').removeprefix('models.')}: {exc.problem}") from exc
+    return parse_strategy(spec["strategy"]), peft
+
+
 def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mode: str,
                     candidates: bool = False) -> SamSegmenter:
     """The architecture of an exported checkpoint (weights not loaded)."""
-    strategy = parse_strategy(spec["strategy"])
+    strategy, peft = parse_spec(spec)
     model = SamSegmenter(strategy.backbone, image_size, num_classes, mode, candidates)
-    apply_strategy(model, strategy, PeftConfig(**spec["peft"]))
+    apply_strategy(model, strategy, peft)
     return model
 
 

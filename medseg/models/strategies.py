@@ -52,12 +52,41 @@ class PeftConfig:
     lora_blocks: dict[str, list[int] | str] = field(default_factory=dict)
     lora_train_fully: dict[str, list[str]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse sizes and placements of the wrong type or range, naming the ``models`` key."""
+        _check_number("adapter_ratio", self.adapter_ratio, 0.0, 4.0, low_inclusive=False)
+        _check_number("adapter_mlp_scale", self.adapter_mlp_scale, 0.0, 16.0)
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or not 1 <= self.lora_rank <= 1024:
+            raise MedsegError(f"must be an integer in 1..1024, got {self.lora_rank!r:.60}", "models.lora_rank")
+        for name in ("adapter_blocks", "lora_blocks", "lora_train_fully"):
+            placements = getattr(self, name)
+            if not isinstance(placements, dict) or not all(
+                    isinstance(key, str) and _is_placement(value, name) for key, value in placements.items()):
+                expected = "module names" if name == "lora_train_fully" else "block indices (or 'all')"
+                raise MedsegError(f"must map backbones to lists of {expected}, got {placements!r:.80}",
+                                  f"models.{name}")
+
     @classmethod
     def from_params(cls, models: dict[str, Any]) -> PeftConfig:
         return cls(**{k: models[k] for k in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_number(name: str, value: Any, low: float, high: float, low_inclusive: bool = True) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not (low <= value <= high if low_inclusive else low < value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise MedsegError(f"must be a number in {bracket}{low:g}, {high:g}], got {value!r:.60}", f"models.{name}")
+
+
+def _is_placement(value: Any, name: str) -> bool:
+    if name == "lora_train_fully":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if value == "all":
+        return True
+    return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
 def parse_strategy(strategy_id: str) -> Strategy:

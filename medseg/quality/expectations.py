@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-MANIFEST_COLUMNS = ["row", "dataset", "patient", "case", "image_file", "label_file", "slice_index", "split",
-                    "fewshot", "height", "width", "intensity_mean", "intensity_std", "mask_fraction",
-                    "labels_present"]
+from medseg.data.slice_dataset import MANIFEST_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -30,8 +28,9 @@ def _expectations(settings: dict[str, Any]) -> dict[str, tuple[str, list[Any]]]:
     e = gx.expectations
     size, labels = int(settings["image_size"]), sorted(settings["labels"])
     checks: dict[str, tuple[str, list[Any]]] = {
-        "manifest_schema": ("manifest", [e.ExpectTableColumnsToMatchSet(column_set=MANIFEST_COLUMNS, exact_match=True),
-                                         e.ExpectColumnValuesToBeUnique(column="row")]),
+        "manifest_schema": ("manifest", [
+            e.ExpectTableColumnsToMatchSet(column_set=list(MANIFEST_COLUMNS), exact_match=True),
+            e.ExpectColumnValuesToBeUnique(column="row")]),
         "image_size": ("slices", [e.ExpectColumnValuesToBeInSet(column=c, value_set=[size])
                                   for c in ("height", "width", "array_height", "array_width")]),
         "image_dtype": ("slices", [e.ExpectColumnValuesToBeInSet(column=c, value_set=["uint8"])
@@ -46,6 +45,7 @@ def _expectations(settings: dict[str, Any]) -> dict[str, tuple[str, list[Any]]]:
         "min_slices_per_split": ("splits", [e.ExpectColumnValuesToBeBetween(
             column="slices", min_value=int(settings["min_slices_per_split"]))]),
         "source_files_exist": ("sources", [e.ExpectColumnValuesToBeInSet(column="exists", value_set=[True])]),
+        "array_lengths": ("arrays", [e.ExpectColumnValuesToBeInSet(column="consistent", value_set=[True])]),
     }
     if settings["expect_nonempty_masks"]:
         checks["no_empty_masks"] = ("slices", [e.ExpectColumnValuesToBeInSet(column="mask_empty", value_set=[False])])

@@ -81,3 +81,17 @@ def source_table(manifest: Any, raw_dir: Path | None) -> Any:
         return pd.DataFrame(columns=["file", "exists"])
     names = set(manifest["image_file"]) | {n for cell in manifest["label_file"] for n in str(cell).split(";") if n}
     return pd.DataFrame([{"file": n, "exists": (raw_dir / n).exists()} for n in sorted(names)])
+
+
+def array_table(data: Ingested) -> Any:
+    """Per stored array: its length, the manifest's row count and whether every manifest ``row`` indexes it."""
+    import pandas as pd
+
+    rows = data.manifest["row"].to_numpy()
+    count = len(data.manifest)
+    table = []
+    for name, array in (("images.npy", data.images), ("masks.npy", data.masks)):
+        in_range = bool(len(rows) == 0 or (rows.min() >= 0 and rows.max() < len(array)))
+        table.append({"array": name, "slices": len(array), "manifest_rows": count,
+                      "consistent": len(array) == count and in_range})
+    return pd.DataFrame(table)

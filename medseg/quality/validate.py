@@ -15,27 +15,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medseg.data.slice_dataset import check_ingested, open_arrays, read_manifest
+from medseg.data.slice_dataset import check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
+from medseg.outputs import output_dir
 from medseg.quality import tables as t
 from medseg.quality.expectations import CheckResult, run_checks
 
 
 def load_ingested(data_dir: str | Path) -> t.Ingested:
     data_dir = check_ingested(data_dir)
-    images, masks = _arrays(data_dir)
-    return t.Ingested(read_manifest(data_dir), images, masks, json.loads((data_dir / "ingest.json").read_text()))
+    images, masks = _array(data_dir / "images.npy"), _array(data_dir / "masks.npy")
+    return t.Ingested(read_manifest(data_dir), images, masks, read_ingest_summary(data_dir))
 
 
-def _arrays(data_dir: Path) -> tuple[Any, Any]:
-    """The arrays as stored (shape mismatches are findings here, not errors)."""
+def _array(path: Path) -> Any:
+    """An array as stored: unreadable (or pickled) is an error, a wrong shape or length is a finding."""
     import numpy as np
 
     try:
-        return open_arrays(data_dir)
-    except MedsegError:
-        return (np.load(data_dir / "images.npy", mmap_mode="r", allow_pickle=False),
-                np.load(data_dir / "masks.npy", mmap_mode="r", allow_pickle=False))
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MedsegError(f"cannot read array ({exc})", path) from exc
+    if array.ndim != 3:
+        raise MedsegError(f"expected slices (N, S, S), got shape {array.shape}", path)
+    return array
 
 
 def build_tables(data: t.Ingested, fractions: tuple[float, float, float], raw_dir: Path | None) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def build_tables(data: t.Ingested, fractions: tuple[float, float, float], raw_di
         "manifest": data.manifest, "slices": slices, "labels": t.label_table(data),
         "patient_splits": t.patient_split_table(data.manifest), "hash_splits": t.hash_split_table(slices),
         "splits": t.split_table(data.manifest, fractions, data.summary.get("grouping", "patient")),
-        "sources": t.source_table(data.manifest, raw_dir),
+        "sources": t.source_table(data.manifest, raw_dir), "arrays": t.array_table(data),
     }
 
 
@@ -58,28 +61,37 @@ def _drift(data: t.Ingested, reports: Path, reference_dir: Path | None) -> list[
     return summaries
 
 
-def validate(dataset: str, data_dir: str | Path, out_dir: str | Path, settings: dict[str, Any],
-             raw_dir: str | Path | None = None, reference_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run the checks and drift reports, write the outputs, and return the result dict; raises
-    ``MedsegError`` (after writing) when a blocking check fails."""
-    data = load_ingested(data_dir)
-    raw = Path(raw_dir) if raw_dir else None
+def _checks(data: t.Ingested, settings: dict[str, Any], raw: Path | None) -> list[CheckResult]:
     checks_settings = {**settings, "labels": [int(k) for k in data.summary["labels"]],
                        "expect_nonempty_masks": settings["drop_empty_slices"] and data.summary.get("labeled", True)}
     tables = build_tables(data, tuple(settings["split_fractions"]), raw)
-    results = run_checks(tables, checks_settings, selected=lambda name: name != "source_files_exist" or raw is not None)
-    out_dir = Path(out_dir)
-    (out_dir / "reports").mkdir(parents=True, exist_ok=True)
-    drift = _drift(data, out_dir / "reports", Path(reference_dir) if reference_dir else None)
-    modes = settings["checks"]
-    blocking = [r for r in results if not r.passed and modes.get(r.name, "block") == "block"]
-    warnings = [r for r in results if not r.passed and modes.get(r.name, "block") != "block"]
-    result = _metrics(dataset, results, blocking, warnings, drift)
-    (out_dir / "validation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out_dir / "summary.md").write_text(markdown_summary(dataset, results, modes, drift))
+    return run_checks(tables, checks_settings, selected=lambda name: name != "source_files_exist" or raw is not None)
+
+
+def validate(dataset: str, data_dir: str | Path, out_dir: str | Path, settings: dict[str, Any],
+             raw_dir: str | Path | None = None, reference_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the checks and drift reports, write the outputs atomically, and return the result dict;
+    raises ``MedsegError`` (after writing) when a blocking check fails."""
+    raw = Path(raw_dir) if raw_dir else None
+    reference = Path(reference_dir) if reference_dir else None
+    with output_dir("validate", out_dir, [data_dir, raw, reference]) as tmp:
+        data = load_ingested(data_dir)
+        if raw is not None and not raw.is_dir():
+            raise MedsegError("raw dataset directory not found", raw)
+        if reference is not None:
+            read_manifest(reference)  # a missing or broken reference fails before the checks run
+        results = _checks(data, settings, raw)
+        modes = settings["checks"]
+        blocking = [r for r in results if not r.passed and modes.get(r.name, "block") == "block"]
+        warnings = [r for r in results if not r.passed and modes.get(r.name, "block") != "block"]
+        (tmp / "reports").mkdir()
+        drift = _drift(data, tmp / "reports", reference)
+        result = _metrics(dataset, results, blocking, warnings, drift)
+        (tmp / "validation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        (tmp / "summary.md").write_text(markdown_summary(dataset, results, modes, drift))
     if blocking:
         names = ", ".join(r.name for r in blocking)
-        raise MedsegError(f"validation failed: {names}; details in {out_dir / 'summary.md'}", data_dir)
+        raise MedsegError(f"validation failed: {names}; details in {Path(out_dir) / 'summary.md'}", data_dir)
     return result
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from medseg.errors import MedsegError
+from medseg.models.checkpoints import MAX_CLASSES
 from medseg.models.segmenter import MODES
 from medseg.models.strategies import PeftConfig
+from medseg.train.fingerprint import data_fingerprint, weights_fingerprint
 from medseg.train.prompted import PromptSettings
+from medseg.train.runtime import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -78,10 +83,50 @@ class TrainConfig:
             activation_checkpointing=bool(finetune.get("activation_checkpointing", False)),
         )
 
-    def fingerprint(self, dataset: str, strategy: str) -> str:
-        """A hash of the settings, dataset and strategy: a saved state resumes only the same run."""
-        payload = json.dumps({"dataset": dataset, "strategy": strategy, **asdict(self)}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    def __post_init__(self) -> None:
+        """Refuse values that would fail only mid-run (or after it), naming the params key."""
+        profile = "finetune.fewshot" if self.fewshot else "finetune"
+        for key, value, low, high in (
+            (f"{profile}.max_epochs", self.max_epochs, 1, None), (f"{profile}.batch_size", self.batch_size, 1, None),
+            (f"{profile}.early_stopping_patience", self.early_stopping_patience, 0, None),
+            ("finetune.warmup_iters", self.warmup_iters, 0, None), ("finetune.num_threads", self.num_threads, 0, None),
+            ("finetune.num_classes", self.num_classes, 2, MAX_CLASSES), ("seed", self.seed, 0, 2**63 - 1),
+        ):
+            _check_int(key, value, low, high)
+        for key, value, low in (("finetune.lr", self.lr, 0.0), ("finetune.weight_decay", self.weight_decay, 0.0),
+                                ("finetune.augment.brightness", self.augment.brightness, 0.0),
+                                ("finetune.augment.contrast", self.augment.contrast, 0.0)):
+            _check_float(key, value, low, strict=key == "finetune.lr")
+        _check_float("finetune.augment.equalize_probability", self.augment.equalize_probability, 0.0, high=1.0)
+        if self.mode not in MODES:
+            raise MedsegError(f"unknown mode '{self.mode}'; known: {list(MODES)}")
+        if self.precision not in PRECISIONS:
+            raise MedsegError(f"must be one of {list(PRECISIONS)}, got {self.precision!r}", "finetune.precision")
+
+    def fingerprint(self, dataset: str, strategy: str, data_dir: str | Path) -> dict[str, str]:
+        """What a saved state must match to resume (``medseg.train.fingerprint``): the settings with
+        dataset and strategy, the training data, and the contents of the checkpoint files."""
+        settings = json.dumps({"dataset": dataset, "strategy": strategy, **asdict(self)}, sort_keys=True, default=str)
+        return {"settings": hashlib.sha256(settings.encode()).hexdigest(), "data": data_fingerprint(data_dir),
+                "weights": weights_fingerprint(self.checkpoint, self.encoder_checkpoint)}
+
+
+def _check_int(key: str, value: object, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MedsegError(f"must be an integer, got {value!r:.60}", key)
+    if value < low:
+        raise MedsegError(f"must be >= {low}, got {value}", key)
+    if high is not None and value > high:
+        raise MedsegError(f"must be <= {high}, got {value}", key)
+
+
+def _check_float(key: str, value: object, low: float, strict: bool = False, high: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise MedsegError(f"must be a finite number, got {value!r:.60}", key)
+    if value < low or (strict and value == low):
+        raise MedsegError(f"must be {'>' if strict else '>='} {low:g}, got {value}", key)
+    if high is not None and value > high:
+        raise MedsegError(f"must be <= {high:g}, got {value}", key)
 
 
 def warmup_factor(step: int, warmup_iters: int) -> float:

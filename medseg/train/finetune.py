@@ -7,10 +7,12 @@ manifest's 5 + 5 few-shot slices. Point and box modes train on simulated prompts
 encoder frozen (``medseg.train.prompted``). Decoder-only strategies can train on cached image
 embeddings (``finetune.embedding_cache``): the cache is augmentation-free, so augmentations are off then.
 
-The run lives in a work directory (``finetune.work_dir``/<dataset>/<mode>/<strategy>) holding the
-state saved every epoch; ``resume=True`` continues an interrupted run exactly. Only a finished run
-writes ``out_dir`` (model.pt, train_summary.json, training/ DVCLive logs), atomically. Under
-``torchrun`` every process trains its share of each global batch; rank 0 alone logs and writes.
+The run lives in a work directory (``finetune.work_dir``/<dataset>/<mode>/<strategy>), locked for the
+whole run (a second run on it fails at once), holding the state committed atomically every epoch
+(``medseg.train.state``); ``resume=True`` continues an interrupted run exactly, and refuses a state of
+other settings, data or initial weights. Data and labels are checked before anything is written. Only
+a finished run writes ``out_dir`` (model.pt, train_summary.json, training/ DVCLive logs), atomically.
+Under ``torchrun`` every process trains its share of each global batch; rank 0 alone logs and writes.
 """
 
 from __future__ import annotations
@@ -18,23 +20,36 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medseg.atomic import atomic_dir, write_json
-from medseg.data.slice_dataset import SliceDataset
+from medseg.atomic import write_json
+from medseg.errors import MedsegError
+from medseg.locking import exclusive_lock
 from medseg.models.checkpoints import export_checkpoint
 from medseg.models.factory import model_spec
-from medseg.models.strategies import count_parameters, parse_strategy
+from medseg.models.strategies import Strategy, count_parameters, parse_strategy
+from medseg.names import check_name
+from medseg.outputs import output_dir
 from medseg.train.config import TrainConfig
 from medseg.train.loop import Engine, mean_dice, train_epoch
 from medseg.train.runtime import Runtime, start_runtime
-from medseg.train.setup import build_engine, load_datasets, start_or_resume
-from medseg.train.state import STATE_FILE, EarlyStopping, Generators, save_state
+from medseg.train.setup import build_engine, load_datasets, open_splits, start_or_resume
+from medseg.train.state import LOGGED, STATE_FILE, EarlyStopping, Generators, best_file, save_state, tidy
 
-LOGGED = ("train/loss", "val/dice", "lr")
+
+@dataclass(frozen=True)
+class _Run:
+    """What a run trains, on which dataset, with which settings, and where its state lives."""
+
+    dataset: str
+    strategy: Strategy
+    config: TrainConfig
+    work: Path
 
 
 def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> Path:
@@ -44,27 +59,55 @@ def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> P
 
 def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
              work_root: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train (or resume), export the best epoch to ``<out>/model.pt``; returns the summary."""
-    with start_runtime(config.device, config.precision) as runtime:
-        return _run(dataset, strategy_id, Path(data_dir), Path(out_dir), config, Path(work_root), resume, runtime)
-
-
-def _run(dataset: str, strategy_id: str, data_dir: Path, out_dir: Path, config: TrainConfig, work_root: Path,
-         resume: bool, runtime: Runtime) -> dict[str, Any]:
+    """Train (or resume), export the best epoch to ``<out>/model.pt``; returns the summary. The work
+    directory and the output are locked for the whole run (a second run on either fails at once and
+    changes nothing); the output is checked before training (it may not overlap the data, checkpoints
+    or work directory) and written only when the run finishes."""
     strategy = parse_strategy(strategy_id)
-    work = work_dir(work_root, dataset, config.mode, strategy.name)
+    run = _Run(check_name(dataset, "dataset"), strategy, config,
+               work_dir(work_root, dataset, config.mode, strategy.name))
+    inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
+    with (start_runtime(config.device, config.precision) as runtime,
+          _on_main(runtime, lambda: output_dir("finetune", out_dir, inputs)) as tmp,
+          _on_main(runtime, lambda: exclusive_lock(run.work, "this training work directory"))):
+        summary = _run(run, Path(data_dir), tmp, Path(work_root) / "embedding-cache", resume, runtime)
+    if runtime.is_main:
+        shutil.rmtree(run.work, ignore_errors=True)  # only once the outputs are in place
+    return summary
+
+
+@contextlib.contextmanager
+def _on_main(runtime: Runtime, enter: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[Any]:
+    """Rank 0 enters ``enter()`` (a lock, the output folder) and yields its value, the others yield None;
+    when rank 0 is refused, every process fails at once (the others learn it from rank 0)."""
+    with contextlib.ExitStack() as stack:
+        refused: MedsegError | None = None
+        value = None
+        if runtime.is_main:
+            try:
+                value = stack.enter_context(enter())
+            except MedsegError as exc:
+                refused = exc
+        if runtime.sum_over_processes(torch.tensor([float(refused is not None)]))[0] > 0:
+            raise refused or MedsegError("refused on the first process (see its error)")
+        yield value
+
+
+def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resume: bool,
+         runtime: Runtime) -> dict[str, Any]:
+    config = run.config
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    image_size = int(SliceDataset(data_dir, "train").images.shape[-1])
-    engine = build_engine(strategy, image_size, config, runtime)
+    splits = open_splits(data_dir, config)  # labels checked before anything is built or written
+    engine = build_engine(run.strategy, int(splits["train"].images.shape[-1]), config, runtime)
     generators = Generators.seeded(config.seed)
-    start, stopping, history = start_or_resume(work, resume, config.fingerprint(dataset, strategy.name), engine,
-                                               config, generators)
-    train_set, val_set = load_datasets(data_dir, engine, config, work_root / "embedding-cache")
+    fingerprint = config.fingerprint(run.dataset, run.strategy.name, data_dir)
+    start, stopping, history = start_or_resume(run.work, resume, fingerprint, engine, config, generators)
+    train_set, val_set = load_datasets(splits, engine, config, cache_root)
     started = time.perf_counter()
-    with _live(work, runtime) as live:
+    with _live(run.work, runtime) as live:
         for entry in history:  # a resumed run replays its curves, then goes on
             _log(live, entry)
         for epoch in range(start, config.max_epochs):
@@ -72,10 +115,10 @@ def _run(dataset: str, strategy_id: str, data_dir: Path, out_dir: Path, config: 
                 break
             history.append(_epoch(engine, train_set, val_set, config, epoch, generators))
             _log(live, history[-1])
-            _save(work, engine, config, stopping, history, epoch, generators, dataset, strategy.name)
-    summary = _summary(dataset, strategy.name, config, stopping, len(history), engine, started)
-    if runtime.is_main:
-        _publish(work, out_dir, summary)
+            _commit(run, engine, stopping, history, generators, fingerprint)
+    summary = _summary(run, stopping, len(history), engine, started)
+    if out_dir is not None:  # rank 0
+        _publish(run.work, out_dir, summary, best_file(stopping.best_epoch))
     runtime.barrier()
     return summary
 
@@ -92,18 +135,21 @@ def _epoch(engine: Engine, train_set: Any, val_set: Any, config: TrainConfig, ep
     return {"train/loss": loss, "val/dice": dice, "lr": lr}
 
 
-def _save(work: Path, engine: Engine, config: TrainConfig, stopping: EarlyStopping, history: list[dict[str, float]],
-          epoch: int, generators: Generators, dataset: str, strategy: str) -> None:
-    """Update early stopping on every process; rank 0 writes the best checkpoint and the state."""
+def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[dict[str, float]],
+            generators: Generators, fingerprint: dict[str, str]) -> None:
+    """Update early stopping on every process; rank 0 writes an improved epoch's checkpoint to its own
+    file, then the state (the epoch's one atomic commit), then drops the superseded checkpoint."""
+    epoch, config = len(history) - 1, run.config
     improved = stopping.update(epoch, history[-1]["val/dice"])
     if engine.runtime.is_main:
         if improved:
-            export_checkpoint(engine.model, work / "best.pt", model_spec(strategy, config.peft), {
-                "dataset": dataset, "strategy": strategy, "mode": config.mode, "epoch": epoch,
+            export_checkpoint(engine.model, run.work / best_file(epoch), model_spec(run.strategy.name, config.peft), {
+                "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "epoch": epoch,
                 "init": config.init, "random_init": config.checkpoint is None,
                 "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot})
-        torch.save(history, work / "history.pt")
-        save_state(work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping, generators)
+        save_state(run.work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping,
+                   generators, history, fingerprint)
+        tidy(run.work, best_file(stopping.best_epoch))
     engine.runtime.barrier()
 
 
@@ -127,13 +173,12 @@ def _log(live: Any, entry: dict[str, float]) -> None:
     live.next_step()
 
 
-def _publish(work: Path, out_dir: Path, summary: dict[str, Any]) -> None:
-    """Move the finished run's outputs into ``out_dir`` atomically and drop the work directory."""
-    with atomic_dir(out_dir) as tmp:
-        shutil.copy2(work / "best.pt", tmp / "model.pt")
-        shutil.copytree(work / "training", tmp / "training")
-        write_json(tmp / "train_summary.json", summary)
-    shutil.rmtree(work, ignore_errors=True)
+def _publish(work: Path, out_tmp: Path, summary: dict[str, Any], best: str) -> None:
+    """Copy the finished run's outputs (``best``: the best epoch's checkpoint) into the output's temporary
+    folder, which becomes the output when the run ends."""
+    shutil.copy2(work / best, out_tmp / "model.pt")
+    shutil.copytree(work / "training", out_tmp / "training")
+    write_json(out_tmp / "train_summary.json", summary)
 
 
 def _peak_memory_mb(device: torch.device) -> int:
@@ -144,12 +189,11 @@ def _peak_memory_mb(device: torch.device) -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _summary(dataset: str, strategy: str, config: TrainConfig, stopping: EarlyStopping, epochs_run: int,
-             engine: Engine, started: float) -> dict[str, Any]:
+def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine, started: float) -> dict[str, Any]:
     total, trainable = count_parameters(engine.model)
-    runtime = engine.runtime
+    runtime, config = engine.runtime, run.config
     return {
-        "dataset": dataset, "strategy": strategy, "mode": config.mode, "best_epoch": stopping.best_epoch,
+        "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "best_epoch": stopping.best_epoch,
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
         "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
         "random_init": config.checkpoint is None, "device": runtime.device.type, "processes": runtime.world_size,

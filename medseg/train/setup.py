@@ -3,21 +3,24 @@ datasets (cached embeddings, prompts) and the fresh or resumed state."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from medseg.data.slice_dataset import SliceDataset
+from medseg.data.slice_dataset import SliceDataset, read_manifest
 from medseg.errors import MedsegError
 from medseg.models.factory import build_model
 from medseg.models.strategies import Strategy
 from medseg.train.config import TrainConfig, warmup_factor
+from medseg.train.fingerprint import changed_parts
 from medseg.train.loop import Engine
 from medseg.train.runtime import Runtime
-from medseg.train.state import STATE_FILE, EarlyStopping, Generators, load_state
+from medseg.train.state import STATE_FILE, EarlyStopping, Generators, read_state, restore_state, tidy
 
 TRAIN_STREAM, VAL_STREAM = 0, 1  # prompt random streams
 
@@ -62,24 +65,38 @@ def build_engine(strategy: Strategy, image_size: int, config: TrainConfig, runti
                   _augmenter(config, cached))
 
 
-def start_or_resume(work: Path, resume: bool, fingerprint: str, engine: Engine, config: TrainConfig,
+def start_or_resume(work: Path, resume: bool, fingerprint: dict[str, str], engine: Engine, config: TrainConfig,
                     generators: Generators) -> tuple[int, EarlyStopping, list[dict[str, float]]]:
-    """Fresh start (rank 0 prepares the work directory), or the saved state on every process."""
+    """Fresh start (rank 0 empties the work directory), or the committed state on every process once
+    it is checked against ``fingerprint`` (rank 0 removes what an interrupted epoch left)."""
     state = work / STATE_FILE
-    resuming = resume and state.is_file()
-    if resuming and (work / "fingerprint").read_text().strip() != fingerprint:
-        raise MedsegError("saved training state belongs to other settings; rerun without --resume", state)
+    payload = _resumable(state, fingerprint) if resume and state.is_file() else None
     engine.runtime.barrier()  # every process has decided before rank 0 touches the directory
-    if not resuming and engine.runtime.is_main:
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / "fingerprint").write_text(fingerprint + "\n")
+    if engine.runtime.is_main:
+        if payload is None:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        else:
+            tidy(work, payload["best"])
     engine.runtime.barrier()
-    if not resuming:
+    if payload is None:
         return 0, EarlyStopping(config.early_stopping_patience), []
-    epoch, stopping = load_state(state, engine.model, engine.optimizer, engine.scheduler, generators)
-    history = torch.load(work / "history.pt", weights_only=True)
+    epoch, stopping, history = restore_state(state, payload, engine.model, engine.optimizer, engine.scheduler,
+                                             generators)
     return epoch + 1, stopping, history
+
+
+def _resumable(state: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
+    """The committed state, refused when it belongs to other settings, data or weights."""
+    payload = read_state(state)
+    changed = changed_parts(payload["fingerprint"], fingerprint)
+    if changed:
+        raise MedsegError(f"cannot resume: {' and '.join(changed)} changed since this training state was saved; "
+                          "rerun without --resume", state)
+    if not (state.parent / payload["best"]).is_file():
+        raise MedsegError("the best-epoch checkpoint that the training state names is missing; rerun without "
+                          "--resume", state.parent / payload["best"])
+    return payload
 
 
 def _split(data_dir: Path, split: str, fewshot: bool) -> SliceDataset:
@@ -90,9 +107,34 @@ def _split(data_dir: Path, split: str, fewshot: bool) -> SliceDataset:
     return dataset
 
 
-def load_datasets(data_dir: Path, engine: Engine, config: TrainConfig, cache_root: Path) -> tuple[Any, Any]:
-    """Train and validation sets; with the embedding cache, rank 0 fills it before the others read it."""
+def _labels(data_dir: Path, splits: dict[str, SliceDataset]) -> list[int]:
+    """Labels in the masks of the splits' slices: the manifest's ``labels_present``, or the masks."""
+    rows = np.concatenate([split.rows for split in splits.values()])
+    manifest = read_manifest(data_dir)
+    if "labels_present" in manifest.columns:
+        texts = manifest.loc[manifest["row"].isin(rows), "labels_present"]
+        with contextlib.suppress(ValueError, TypeError):
+            return sorted({int(value) for text in texts for value in str(text).split(",") if value.strip()})
+    masks = splits["train"].masks
+    return sorted({int(value) for row in rows for value in np.unique(masks[int(row)])})
+
+
+def open_splits(data_dir: Path, config: TrainConfig) -> dict[str, SliceDataset]:
+    """The train and validation slices, checked to be non-empty and (automated mode) to hold only labels
+    below ``num_classes``: a mismatch fails here, not mid-training."""
     splits = {name: _split(data_dir, name, config.fewshot) for name in ("train", "val")}
+    if config.mode == "automated":
+        labels = _labels(data_dir, splits)
+        if labels and (labels[0] < 0 or labels[-1] >= config.num_classes):
+            raise MedsegError(f"the train/val masks hold labels {labels} but finetune.num_classes is "
+                              f"{config.num_classes} (labels 0..{config.num_classes - 1}); set "
+                              f"finetune.num_classes to at least {labels[-1] + 1}", data_dir)
+    return splits
+
+
+def load_datasets(splits: dict[str, SliceDataset], engine: Engine, config: TrainConfig,
+                  cache_root: Path) -> tuple[Any, Any]:
+    """Train and validation sets; with the embedding cache, rank 0 fills it before the others read it."""
     bases: dict[str, Any] = dict(splits)
     if engine.embedded:
         from medseg.train.embedding_cache import CachedEmbeddingDataset, EmbeddingCache

@@ -1,9 +1,14 @@
-"""Training state that survives a kill: saved atomically every epoch, restored exactly.
+"""Training state that survives a kill: one file per run, committed atomically after every epoch.
 
-The state holds the model's weights, the optimiser and scheduler, early stopping, the logging step,
-and every random number generator that the next epoch consumes (torch, numpy, Python, the data
-order generator and the augmentation generator), so that a resumed run repeats the interrupted
-epoch bit for bit on the CPU with deterministic algorithms."""
+The state (``state.pt``, format ``medseg.train-state/2``) holds the model's weights, the optimiser and
+scheduler, early stopping, the curves so far (one history entry per epoch), the resume fingerprint,
+the name of the best epoch's checkpoint, and every random number generator that the next epoch
+consumes (torch, numpy, Python, the data order generator and the augmentation generator), so that a
+resumed run repeats the interrupted epoch bit for bit on the CPU with deterministic algorithms.
+
+An epoch writes its best checkpoint (if it improved) to its own ``best-epochNNNN.pt`` first and the
+state last, so a kill at any point leaves the previous commit intact; a resume removes whatever the
+unfinished epoch left (``tidy``)."""
 
 from __future__ import annotations
 
@@ -17,8 +22,20 @@ import torch
 
 from medseg.atomic import atomic_file
 from medseg.errors import MedsegError
+from medseg.models.checkpoints import first_line
+from medseg.train.fingerprint import PARTS
 
 STATE_FILE = "state.pt"
+STATE_FORMAT = "medseg.train-state/2"
+BEST_GLOB = "best-epoch*.pt"
+LOGGED = ("train/loss", "val/dice", "lr")  # one history entry per epoch
+STATE_FIELDS = {"epoch": int, "history": list, "fingerprint": dict, "best": str, "model": dict, "optimizer": dict,
+                "scheduler": dict, "stopping": dict, "rng": dict}
+
+
+def best_file(epoch: int) -> str:
+    """The work directory's checkpoint of a best epoch."""
+    return f"best-epoch{epoch:04d}.pt"
 
 
 @dataclass
@@ -75,25 +92,79 @@ def _restore_rng(state: dict[str, Any], generators: Generators) -> None:
 
 
 def save_state(path: Path, epoch: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-               stopping: EarlyStopping, generators: Generators) -> None:
-    """Write the state after ``epoch`` atomically (a kill mid-write leaves the previous one)."""
+               stopping: EarlyStopping, generators: Generators, history: list[dict[str, float]],
+               fingerprint: dict[str, str]) -> None:
+    """Commit ``epoch``: one file written atomically (a kill mid-write leaves the previous epoch's)."""
     payload = {
-        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "stopping": vars(stopping).copy(), "rng": _rng_state(generators),
+        "format": STATE_FORMAT, "epoch": epoch, "history": [dict(entry) for entry in history],
+        "fingerprint": dict(fingerprint), "best": best_file(stopping.best_epoch), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stopping": vars(stopping).copy(),
+        "rng": _rng_state(generators),
     }
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_state(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-               generators: Generators) -> tuple[int, EarlyStopping]:
-    """Restore a saved state into the given objects; returns (last finished epoch, early stopping)."""
+def _is_stopping(values: dict[str, Any]) -> bool:
+    counts = ("patience", "best_epoch", "epochs_without_improvement")
+    return (set(values) == set(EarlyStopping.__dataclass_fields__) and isinstance(values["best_score"], float)
+            and all(isinstance(values[name], int) for name in counts))
+
+
+def _problem(payload: Any) -> str | None:
+    """What makes ``payload`` unusable as a training state, or None."""
+    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+        return f"not a {STATE_FORMAT} file"
+    for key, kind in STATE_FIELDS.items():
+        if not isinstance(payload.get(key), kind) or isinstance(payload.get(key), bool):
+            return f"field '{key}' is missing or not a {kind.__name__}"
+    history, stopping = payload["history"], payload["stopping"]
+    if payload["epoch"] < 0 or len(history) != payload["epoch"] + 1:
+        return f"{len(history)} history entries for epoch {payload['epoch']}"
+    if not all(isinstance(entry, dict) and all(isinstance(entry.get(name), float) for name in LOGGED)
+               for entry in history):
+        return f"history entries must hold {list(LOGGED)}"
+    if not _is_stopping(stopping):
+        return "field 'stopping' is not an early stopping state"
+    if payload["best"] != best_file(stopping["best_epoch"]):
+        return f"field 'best' does not name the best epoch's checkpoint ({payload['best']!r:.60})"
+    if not all(isinstance(payload["fingerprint"].get(part), str) for part in PARTS):
+        return f"field 'fingerprint' lacks one of {list(PARTS)}"
+    return None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The committed state of ``path``, checked for completeness (not yet restored anywhere)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated file, pickled code, not a torch file
+        raise MedsegError(f"cannot read the training state: corrupt, truncated or foreign file ({first_line(exc)}); "
+                          "rerun without --resume", path) from exc
+    problem = _problem(payload)
+    if problem:
+        raise MedsegError(f"not a usable training state ({problem}); rerun without --resume", path)
+    return payload
+
+
+def restore_state(path: Path, payload: dict[str, Any], model: torch.nn.Module, optimizer: Any, scheduler: Any,
+                  generators: Generators) -> tuple[int, EarlyStopping, list[dict[str, float]]]:
+    """Restore a state from ``read_state`` into the given objects; returns (last committed epoch, early
+    stopping, history)."""
+    try:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
-    except Exception as exc:  # truncated file, foreign format, other architecture
-        raise MedsegError(f"cannot resume from this training state ({exc.__class__.__name__}: {exc})", path) from exc
-    _restore_rng(payload["rng"], generators)
-    return int(payload["epoch"]), EarlyStopping(**payload["stopping"])
+        _restore_rng(payload["rng"], generators)
+        stopping = EarlyStopping(**payload["stopping"])
+    except Exception as exc:  # other architecture, foreign optimiser or generator states
+        raise MedsegError(f"cannot resume from this training state ({exc.__class__.__name__}: {first_line(exc)}); "
+                          "rerun without --resume", path) from exc
+    return payload["epoch"], stopping, [dict(entry) for entry in payload["history"]]
+
+
+def tidy(work: Path, best: str) -> None:
+    """Remove what an interrupted epoch may have left: best-epoch checkpoints other than ``best`` and
+    temporary files of unfinished atomic writes."""
+    for stale in [*work.glob(BEST_GLOB), *work.glob(".*.tmp-*")]:
+        if stale.name != best and stale.is_file():
+            stale.unlink(missing_ok=True)

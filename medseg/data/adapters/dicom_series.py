@@ -27,14 +27,51 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.cases import Case, derive, find_files, patient_of, resolve_inside
-from medseg.data.dicom_masks import png_stack_mask, resampled_mask, scan_series, seg_mask
+from medseg.data.cases import Case, derive, find_files, listed_files, patient_of, resolve_inside
+from medseg.data.dicom_masks import SliceHeader, png_stack_mask, resampled_mask, scan_series, seg_mask
 from medseg.data.labels import map_mask
-from medseg.data.registry import DatasetSpec
+from medseg.data.registry import (
+    DatasetSpec,
+    check_choice,
+    check_globs,
+    check_keys,
+    check_pairing,
+    check_regex,
+    expect,
+)
 from medseg.data.volumes import Volume, check_same_grid, read_dicom_series
 from medseg.errors import MedsegError
 
 MASK_FORMS = ("dicom_seg", "png_stack", "seg_nrrd", "dicom_gt_series")
+REQUIRED_SETTINGS = ("series", "mask", "label")
+OPTIONAL_SETTINGS = ("exclude", "skip_unmasked", "series_list", "series_key", "one_case_per_patient")
+SERIES_LIST = (("file", "column", "regex", "replace"), ("where",))  # required, optional keys
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse settings or rules with unknown or missing keys (registry parsing)."""
+    check_keys(settings, REQUIRED_SETTINGS, OPTIONAL_SETTINGS, "settings")
+    check_globs(settings, "series")
+    check_choice(settings, "mask", MASK_FORMS)
+    check_choice(settings, "skip_unmasked", (True, False))
+    check_choice(settings, "one_case_per_patient", (True, False))
+    check_pairing(settings["label"], "settings.label")
+    if ("series_list" in settings) != ("series_key" in settings):
+        raise MedsegError("settings: series_list and series_key go together; give both or neither")
+    if "series_list" in settings:
+        _check_series_list(settings["series_list"])
+        check_pairing(settings["series_key"], "settings.series_key")
+
+
+def _check_series_list(listing: Any) -> None:
+    check_keys(listing, *SERIES_LIST, "settings.series_list")
+    for key in ("file", "column", "replace"):
+        expect(listing[key], str, f"settings.series_list.{key}")
+    check_regex(listing["regex"], "settings.series_list.regex")
+    if "where" in listing:
+        check_keys(listing["where"], ("column", "regex"), (), "settings.series_list.where")
+        expect(listing["where"]["column"], str, "settings.series_list.where.column")
+        check_regex(listing["where"]["regex"], "settings.series_list.where.regex")
 
 
 def _key(text: str, rule: dict[str, str]) -> str | None:
@@ -72,9 +109,6 @@ def _allowed(folders: list[Path], raw_dir: Path, settings: dict[str, Any]) -> li
 
 def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
     settings = spec.settings
-    if settings.get("mask") not in MASK_FORMS:
-        raise MedsegError(f"dataset '{spec.alias}': unknown mask form {settings.get('mask')!r}; known: "
-                          f"{list(MASK_FORMS)}")
     found = [p for p in find_files(raw_dir, settings["series"], settings.get("exclude")) if p.is_dir()]
     folders = _allowed(found, raw_dir, settings)
     if not folders:
@@ -89,41 +123,48 @@ def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
             raise MedsegError(f"series has no mask (expected {mask.relative_to(root)})", folder)
         relative = folder.relative_to(root).as_posix()
         case_id = relative.replace("/", "__")
-        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), folder, (mask,)))
+        cases.append(Case(case_id, patient_of(relative, spec.patient_id, case_id), folder, (mask,), root=raw_dir))
     if not cases:
         raise MedsegError(f"none of {len(folders)} DICOM series has a mask (expected layout: {spec.layout})", raw_dir)
     return cases
 
 
-def _seg_file(path: Path) -> Path:
-    """The DICOM-SEG file itself, or the single file of a SEG series folder."""
+def _seg_file(path: Path, root: Path) -> Path:
+    """The DICOM-SEG file itself, or the single file of a SEG series folder (hidden files left out)."""
     if path.is_file():
         return path
-    files = [p for p in path.iterdir() if p.is_file()]
+    files = listed_files(path, root)
     if len(files) != 1:
         raise MedsegError(f"expected one DICOM-SEG file in the folder, found {len(files)}", path)
     return files[0]
 
 
-def _gt_series(folder: Path, image: Volume, spec: DatasetSpec, max_voxels: int) -> np.ndarray:
-    scan_series(folder)  # names a broken file before the series reader fails on the folder
-    label, _ = read_dicom_series(folder, max_voxels)
+def _series(folder: Path, root: Path, max_voxels: int) -> tuple[list[SliceHeader], Volume]:
+    """A series folder's slice headers (every DICOM file checked, named when broken) and its volume,
+    which must be built from exactly those files."""
+    headers = scan_series(folder, root)
+    image, _ = read_dicom_series(folder, max_voxels, [h.path for h in headers])
+    return headers, image
+
+
+def _gt_series(folder: Path, root: Path, image: Volume, spec: DatasetSpec, max_voxels: int) -> np.ndarray:
+    _, label = _series(folder, root, max_voxels)
     check_same_grid(image, label, folder)
     return map_mask(label.array, spec.mask_values, spec.labels, folder)
 
 
 def load(case: Case, spec: DatasetSpec, max_voxels: int) -> tuple[np.ndarray, np.ndarray]:
-    headers = scan_series(case.image)
-    image, _ = read_dicom_series(case.image, max_voxels)
+    root = case.dataset_root()
+    headers, image = _series(case.image, root, max_voxels)
     form, path = spec.settings["mask"], case.masks[0]
     if not path.exists():
         raise MedsegError("mask not found", path)
     if form == "png_stack":
-        mask = png_stack_mask(path, headers, image, spec.mask_values, spec.labels, max_voxels)
+        mask = png_stack_mask(path, root, headers, image, spec.mask_values, spec.labels, max_voxels)
     elif form == "dicom_gt_series":
-        mask = _gt_series(path, image, spec, max_voxels)
+        mask = _gt_series(path, root, image, spec, max_voxels)
     elif form == "dicom_seg":
-        seg = _seg_file(path)
+        seg = _seg_file(path, root)
         mask = map_mask(seg_mask(seg, headers, image), spec.mask_values, spec.labels, seg)
     else:
         mask = map_mask(resampled_mask(path, image, max_voxels), spec.mask_values, spec.labels, path)

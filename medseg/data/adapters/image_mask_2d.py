@@ -11,34 +11,75 @@ Masks pass through the dataset's ``mask_values`` rule (``threshold`` for interpo
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from medseg.data.cases import Case, case_for, derive, find_images, strip_suffixes
+from medseg.data.cases import Case, RuleMismatch, case_for, checked_path, derive, find_images, strip_suffixes
 from medseg.data.labels import map_mask
-from medseg.data.registry import DatasetSpec
+from medseg.data.registry import (
+    DatasetSpec,
+    check_choice,
+    check_globs,
+    check_keys,
+    check_pairing,
+    check_rule,
+    expect,
+)
 from medseg.data.volumes import read_2d
 from medseg.errors import MedsegError
 
+REQUIRED_SETTINGS = ("images", "masks")
+OPTIONAL_SETTINGS = ("exclude", "unlabeled", "one_case_per_patient")
+MASK_RULES = {"suffix": ("suffix",), "union": ("union",), "first": ("first",), "regex": ("regex", "replace"),
+              "replace": ("regex", "replace")}
 
-def _suffix_masks(image: Path, suffix: str) -> list[Path]:
-    stem = strip_suffixes(image.name)
-    return sorted(p for p in image.parent.glob(f"{stem}{suffix}*") if p.is_file() and p != image)
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse settings or mask rules with unknown or missing keys (registry parsing)."""
+    check_keys(settings, REQUIRED_SETTINGS, OPTIONAL_SETTINGS, "settings")
+    check_globs(settings, "images")
+    check_choice(settings, "unlabeled", ("skip",))
+    check_choice(settings, "one_case_per_patient", (True, False))
+    _check_mask_rule(settings["masks"], "settings.masks")
+
+
+def _check_mask_rule(rule: Any, where: str) -> None:
+    form = check_rule(rule, MASK_RULES, where)
+    if form == "suffix":
+        expect(rule["suffix"], str, f"{where}.suffix")
+    elif form in ("union", "first"):
+        for index, option in enumerate(expect(rule[form], list, f"{where}.{form}")):
+            if form == "union":
+                check_pairing(option, f"{where}.union[{index}]")
+            else:
+                _check_mask_rule(option, f"{where}.first[{index}]")
+    else:
+        check_pairing(rule, where)
+
+
+def _suffix_masks(image: Path, raw_dir: Path, suffix: str) -> list[Path]:
+    """Files beside the image named ``<stem><suffix>*``, each checked to stay inside the root."""
+    pattern = glob.escape(f"{strip_suffixes(image.name)}{suffix}") + "*"
+    found = (checked_path(raw_dir, p) for p in sorted(image.parent.glob(pattern)) if p.is_file())
+    return [p for p in found if p != image]
 
 
 def _existing(image: Path, raw_dir: Path, rule: dict) -> list[Path]:
-    """The masks of one ``first`` option when its regexes apply and all its files exist, else []."""
+    """The masks of one ``first`` option when its regexes apply and all its files exist, else []
+    (a path that leaves the dataset root is still an error)."""
     try:
         masks = _masks_of(image, raw_dir, rule)
-    except MedsegError:
+    except RuleMismatch:
         return []
     return masks if masks and all(m.is_file() for m in masks) else []
 
 
 def _masks_of(image: Path, raw_dir: Path, rule: dict) -> list[Path]:
     if "suffix" in rule:
-        return _suffix_masks(image, rule["suffix"])
+        return _suffix_masks(image, raw_dir, rule["suffix"])
     if "first" in rule:
         return next((masks for option in rule["first"] if (masks := _existing(image, raw_dir, option))), [])
     rules = rule.get("union", [rule])

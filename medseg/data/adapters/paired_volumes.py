@@ -15,20 +15,43 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.cases import Case, case_for, derive, find_images, first_existing
+from medseg.data.cases import Case, case_for, checked_path, derive, find_images, first_existing
 from medseg.data.labels import map_mask
 from medseg.data.msd import read_msd_pairs
-from medseg.data.registry import DatasetSpec
+from medseg.data.registry import DatasetSpec, check_choice, check_globs, check_keys, check_pairing, check_rule, expect
 from medseg.data.volumes import check_same_grid, read_volume
 from medseg.errors import MedsegError
 
+REQUIRED_SETTINGS = ("images", "label")
+OPTIONAL_SETTINGS = ("exclude", "unlabeled", "one_case_per_patient", "msd")
+MSD_SETTINGS = ("msd", "one_case_per_patient")  # the MSD form: pairs come from dataset.json
+LABEL_RULES = {"first": ("first",), "regex": ("regex", "replace"), "replace": ("regex", "replace")}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse settings or label rules with unknown or missing keys (registry parsing)."""
+    if isinstance(settings, dict) and settings.get("msd"):
+        check_keys(settings, ("msd",), MSD_SETTINGS, "settings (with msd: true)")
+    else:
+        check_keys(settings, REQUIRED_SETTINGS, OPTIONAL_SETTINGS, "settings")
+        check_globs(settings, "images")
+        if check_rule(settings["label"], LABEL_RULES, "settings.label") == "first":
+            for index, rule in enumerate(expect(settings["label"]["first"], list, "settings.label.first")):
+                check_pairing(rule, f"settings.label.first[{index}]")
+        else:
+            check_pairing(settings["label"], "settings.label")
+    check_choice(settings, "msd", (True, False))
+    check_choice(settings, "unlabeled", ("skip",))
+    check_choice(settings, "one_case_per_patient", (True, False))
+
 
 def _msd_root(raw_dir: Path) -> Path:
-    """The folder holding ``dataset.json``: the root, or the one task folder a download unpacks into."""
+    """The folder holding ``dataset.json``: the root, or the one task folder a download unpacks into
+    (which must not lead out of the root)."""
     if (raw_dir / "dataset.json").is_file():
         return raw_dir
     nested = sorted(raw_dir.glob("*/dataset.json"))
-    return nested[0].parent if len(nested) == 1 else raw_dir
+    return checked_path(raw_dir, nested[0].parent) if len(nested) == 1 else raw_dir
 
 
 def _label_of(image: Path, raw_dir: Path, rule: dict[str, Any]) -> Path | None:
@@ -42,7 +65,7 @@ def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
     settings = spec.settings
     if settings.get("msd"):
         pairs, _ = read_msd_pairs(_msd_root(raw_dir))
-        return [Case(p.case_id, p.patient_id, p.image, (p.label,)) for p in pairs]
+        return [Case(p.case_id, p.patient_id, p.image, (p.label,), root=raw_dir) for p in pairs]
     cases = []
     for image in find_images(raw_dir, settings, spec.layout):
         label = _label_of(image, raw_dir, settings["label"])

@@ -1,19 +1,30 @@
 """Unlabeled volumes for pretraining only (e.g. MRNet ``.npy`` stacks): images, no masks.
 
 Settings: ``images`` (glob), ``exclude``; ``.npy`` files are read without pickle and taken as
-(slices, H, W) unless ``npy_axes`` says otherwise; other formats go through the volume reader.
+(slices, H, W); other formats go through the volume reader.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medseg.data.cases import Case, case_for, find_images
-from medseg.data.registry import DatasetSpec
+from medseg.data.registry import DatasetSpec, check_choice, check_globs, check_keys
 from medseg.data.volumes import read_volume
 from medseg.errors import MedsegError
+
+REQUIRED_SETTINGS = ("images",)
+OPTIONAL_SETTINGS = ("exclude", "one_case_per_patient")
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse settings with unknown or missing keys (registry parsing)."""
+    check_keys(settings, REQUIRED_SETTINGS, OPTIONAL_SETTINGS, "settings")
+    check_globs(settings, "images")
+    check_choice(settings, "one_case_per_patient", (True, False))
 
 
 def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:

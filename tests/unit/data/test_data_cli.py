@@ -65,4 +65,4 @@ def test_validate_clean_dataset_exits_zero(
     result = _medseg("validate", "--dataset", "sample", "--data", str(ingested_sample), "--out",
                      str(out), "--params", str(params_file), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "passed 10/10 checks" in result.stdout
+    assert "passed 11/11 checks" in result.stdout

@@ -124,11 +124,11 @@ def test_existing_output_is_replaced(
     phantom_raw: Path, tmp_path: Path, params_dict: dict[str, Any]
 ) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
+    ingest_dataset("sample", phantom_raw, out, params_dict["ingest"], int(params_dict["seed"]))
+    (out / "stale.txt").write_text("old")  # inside an earlier ingest output (it has the marker)
     ingest_dataset("sample", phantom_raw, out, params_dict["ingest"], int(params_dict["seed"]))
     assert sorted(p.name for p in out.iterdir()) == [
-        "images.npy", "ingest.json", "manifest.parquet", "masks.npy",
+        ".medseg-step", "images.npy", "ingest.json", "manifest.parquet", "masks.npy",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

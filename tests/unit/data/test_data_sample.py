@@ -38,7 +38,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     write_sample(tmp_path / "a", SMALL_SPEC, seed=7)
     write_sample(tmp_path / "b", SMALL_SPEC, seed=7)
     first, second = _file_bytes(tmp_path / "a"), _file_bytes(tmp_path / "b")
-    assert len(first) == 2 * SMALL_SPEC.num_patients + 2
+    assert len(first) == 2 * SMALL_SPEC.num_patients + 3  # + dataset.json, SYNTHETIC.txt, the step marker
     assert first == second
 
 

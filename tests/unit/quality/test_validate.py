@@ -103,8 +103,13 @@ def unbalanced_split(_: Path, data: Path, __: dict[str, Any]) -> None:
     _edit_manifest(data, to_train)
 
 
-def missing_manifest_column(_: Path, data: Path, __: dict[str, Any]) -> None:
-    _edit_manifest(data, lambda m: m.drop(columns=["fewshot"], inplace=True))
+def extra_manifest_column(_: Path, data: Path, __: dict[str, Any]) -> None:
+    _edit_manifest(data, lambda m: m.insert(1, "scanner", "unknown"))
+
+
+def arrays_shorter_than_manifest(_: Path, data: Path, __: dict[str, Any]) -> None:
+    for name in ("images.npy", "masks.npy"):
+        np.save(data / name, np.load(data / name)[:-3])
 
 
 DEFECTS: dict[str, tuple[Defect, str]] = {
@@ -118,14 +123,15 @@ DEFECTS: dict[str, tuple[Defect, str]] = {
     "too few slices": (too_few_slices, "min_slices_per_split"),
     "wrong dtype": (wrong_dtype, "image_dtype"),
     "unbalanced split": (unbalanced_split, "split_fractions"),
-    "missing manifest column": (missing_manifest_column, "manifest_schema"),
+    "extra manifest column": (extra_manifest_column, "manifest_schema"),
+    "arrays shorter than the manifest": (arrays_shorter_than_manifest, "array_lengths"),
 }
 
 
 def test_clean_dataset_passes_every_check(copies: tuple[Path, Path], tmp_path: Path) -> None:
     raw, data = copies
     result = validate("sample", data, tmp_path / "out", _settings(), raw)
-    assert result["passed"] and all(result["checks"].values()) and len(result["checks"]) == 11
+    assert result["passed"] and all(result["checks"].values()) and len(result["checks"]) == 12
     assert json.loads((tmp_path / "out/validation.json").read_text()) == result
     assert "FAIL" not in (tmp_path / "out/summary.md").read_text()
 
@@ -164,3 +170,12 @@ def test_drift_against_another_dataset_is_reported_and_never_blocks(copies: tupl
     assert result["drift"]["drift_vs_other_dataset"]["share_drifted"] > 0
     assert (tmp_path / "out/reports/drift_vs_other_dataset.html").is_file()
     assert "drift_vs_other_dataset: 1 drifted column(s) ['intensity_mean']" in (tmp_path / "out/summary.md").read_text()
+
+
+def test_a_manifest_missing_a_column_is_an_error_naming_the_manifest(copies: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    raw, data = copies
+    _edit_manifest(data, lambda m: m.drop(columns=["fewshot"], inplace=True))
+    with pytest.raises(MedsegError, match=r"manifest.parquet: manifest lacks the column\(s\) \['fewshot'\]"):
+        validate("sample", data, tmp_path / "out", _settings(), raw)
+    assert not (tmp_path / "out").exists()
