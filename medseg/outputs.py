@@ -82,7 +82,8 @@ def _check_places(out: Path, inputs: Sequence[PathLike | None], original: PathLi
             continue
         relation = _overlap(out, Path(raw).resolve())
         if relation:
-            raise MedsegError(f"output {relation} the input {raw}; choose an output elsewhere", original)
+            phrase = "is the same path as" if relation == "is" else relation
+            raise MedsegError(f"output {phrase} the input '{raw}'; choose an output elsewhere", original)
     for place, what in _protected(Path.cwd().resolve(), out):
         if out == place or place.is_relative_to(out):
             raise MedsegError(f"output would replace {what} ({place}); choose a new folder for it", original)

@@ -24,7 +24,7 @@ def _ingest(run_step, raw: Path, out: Path, params: Path):
 
 def test_ingest_out_equal_to_raw_leaves_the_raw_data_alone(run_step, raw: Path, params: Path) -> None:
     before = snapshot(raw)
-    one_line(_ingest(run_step, raw, raw, params), "output is the input")
+    one_line(_ingest(run_step, raw, raw, params), f"output is the same path as the input '{raw}'")
     assert snapshot(raw) == before
 
 
