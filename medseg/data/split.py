@@ -7,7 +7,7 @@ import hashlib
 SPLITS = ("train", "val", "test")
 
 
-def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
+def split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
     """Largest-remainder counts; every split gets at least one patient when n >= 3."""
     total = sum(fractions)
     exact = [n * f / total for f in fractions]
@@ -35,7 +35,7 @@ def assign_splits(
         return hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest()
 
     ordered = sorted(unique, key=rank)
-    counts = _split_counts(len(ordered), fractions)
+    counts = split_counts(len(ordered), fractions)
     assignment: dict[str, str] = {}
     start = 0
     for split, count in zip(SPLITS, counts, strict=True):

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from medseg.data.slice_dataset import MANIFEST_COLUMNS
+from medseg.quality.tables import split_detail
+
+
+DETAILS: dict[str, Callable[[Any], str]] = {"split_fractions": split_detail}  # plainer than GX's wording
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,8 @@ def _expectations(settings: dict[str, Any]) -> dict[str, tuple[str, list[Any]]]:
         "mask_labels": ("labels", [e.ExpectColumnValuesToBeInSet(column="label_value", value_set=labels)]),
         "no_patient_in_two_splits": ("patient_splits", [e.ExpectColumnValuesToBeUnique(column="patient")]),
         "no_duplicate_images_across_splits": ("hash_splits", [e.ExpectColumnValuesToBeUnique(column="image_hash")]),
-        "split_fractions": ("splits", [e.ExpectColumnValuesToBeBetween(
-            column="deviation", max_value=float(settings["split_tolerance"]))]),
+        "split_fractions": ("splits", [e.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="allowed", column_B="deviation", or_equal=True)]),
         "min_slices_per_split": ("splits", [e.ExpectColumnValuesToBeBetween(
             column="slices", min_value=int(settings["min_slices_per_split"]))]),
         "source_files_exist": ("sources", [e.ExpectColumnValuesToBeInSet(column="exists", value_set=[True])]),
@@ -92,5 +96,7 @@ def run_checks(tables: dict[str, Any], settings: dict[str, Any],
         outcome = definition.run(batch_parameters={"dataframe": table})
         failed = [r for r in outcome.results if not r.success]
         detail, examples = _describe(failed[0], table) if failed else (f"{len(table)} rows checked", [])
+        if failed and name in DETAILS:
+            detail = DETAILS[name](table)
         results.append(CheckResult(name, not failed, detail, examples))
     return results

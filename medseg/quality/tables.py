@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.split import SPLITS
+from medseg.data.split import SPLITS, split_counts
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,33 @@ def hash_split_table(slices: Any) -> Any:
     return slices[["image_hash", "split"]].dropna().drop_duplicates().reset_index(drop=True)
 
 
-def split_table(manifest: Any, fractions: tuple[float, float, float], grouping: str) -> Any:
-    """Per split: slices, units (patients or images), observed and expected unit fraction."""
+def split_table(manifest: Any, fractions: tuple[float, float, float], grouping: str, tolerance: float) -> Any:
+    """Per split: slices, units (patients or images), observed and expected unit fraction, and the
+    deviation allowed: the tolerance, or more where the splitter itself cannot come closer (few units:
+    every split gets at least one, in whole units)."""
     import pandas as pd
 
     unit = "patient" if grouping == "patient" else "row"
     total_units = max(manifest[unit].nunique(), 1)
-    expected = dict(zip(SPLITS, (f / sum(fractions) for f in fractions), strict=True))
+    expected = [f / sum(fractions) for f in fractions]
+    best = [count / total_units for count in split_counts(total_units, tuple(fractions))]
     rows = []
-    for split in SPLITS:
+    for split, wanted, closest in zip(SPLITS, expected, best, strict=True):
         part = manifest[manifest["split"] == split]
         fraction = part[unit].nunique() / total_units
-        rows.append({"split": split, "slices": len(part), "units": part[unit].nunique(), "fraction": fraction,
-                     "expected": expected[split], "deviation": abs(fraction - expected[split])})
+        rows.append({"split": split, "slices": len(part), "units": part[unit].nunique(), "total_units": total_units,
+                     "unit": "patient" if unit == "patient" else "image", "fraction": fraction,
+                     "expected": wanted, "deviation": abs(fraction - wanted),
+                     "allowed": max(tolerance, abs(closest - wanted)) + 1e-9})
     return pd.DataFrame(rows)
+
+
+def split_detail(table: Any) -> str:
+    """What is wrong with the split fractions, per split, and what to change."""
+    wrong = table[table["deviation"] > table["allowed"]]
+    parts = [f"{r.split} holds {r.units} of {r.total_units} {r.unit}s ({r.fraction:.0%}), expected "
+             f"{r.expected:.0%} +/- {r.allowed:.0%}" for r in wrong.itertuples()]
+    return "; ".join(parts) + " (re-ingest with other ingest.split_fractions, or raise validate.split_tolerance)"
 
 
 def source_table(manifest: Any, raw_dir: Path | None) -> Any:

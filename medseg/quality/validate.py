@@ -41,12 +41,13 @@ def _array(path: Path) -> Any:
     return array
 
 
-def build_tables(data: t.Ingested, fractions: tuple[float, float, float], raw_dir: Path | None) -> dict[str, Any]:
+def build_tables(data: t.Ingested, fractions: tuple[float, float, float], raw_dir: Path | None,
+                 tolerance: float) -> dict[str, Any]:
     slices = t.slice_table(data)
     return {
         "manifest": data.manifest, "slices": slices, "labels": t.label_table(data),
         "patient_splits": t.patient_split_table(data.manifest), "hash_splits": t.hash_split_table(slices),
-        "splits": t.split_table(data.manifest, fractions, data.summary.get("grouping", "patient")),
+        "splits": t.split_table(data.manifest, fractions, data.summary.get("grouping", "patient"), tolerance),
         "sources": t.source_table(data.manifest, raw_dir), "arrays": t.array_table(data),
     }
 
@@ -64,7 +65,7 @@ def _drift(data: t.Ingested, reports: Path, reference_dir: Path | None) -> list[
 def _checks(data: t.Ingested, settings: dict[str, Any], raw: Path | None) -> list[CheckResult]:
     checks_settings = {**settings, "labels": [int(k) for k in data.summary["labels"]],
                        "expect_nonempty_masks": settings["drop_empty_slices"] and data.summary.get("labeled", True)}
-    tables = build_tables(data, tuple(settings["split_fractions"]), raw)
+    tables = build_tables(data, tuple(settings["split_fractions"]), raw, float(settings["split_tolerance"]))
     return run_checks(tables, checks_settings, selected=lambda name: name != "source_files_exist" or raw is not None)
 
 
@@ -91,7 +92,9 @@ def validate(dataset: str, data_dir: str | Path, out_dir: str | Path, settings: 
         (tmp / "summary.md").write_text(markdown_summary(dataset, results, modes, drift))
     if blocking:
         names = ", ".join(r.name for r in blocking)
-        raise MedsegError(f"validation failed: {names}; details in {Path(out_dir) / 'summary.md'}", data_dir)
+        first = blocking[0].detail if len(blocking[0].detail) <= 300 else blocking[0].detail[:297] + "..."
+        raise MedsegError(f"validation failed: {names} ({blocking[0].name}: {first}); details in "
+                          f"{Path(out_dir) / 'summary.md'}", data_dir)
     return result
 
 

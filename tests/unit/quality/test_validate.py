@@ -179,3 +179,29 @@ def test_a_manifest_missing_a_column_is_an_error_naming_the_manifest(copies: tup
     with pytest.raises(MedsegError, match=r"manifest.parquet: manifest lacks the column\(s\) \['fewshot'\]"):
         validate("sample", data, tmp_path / "out", _settings(), raw)
     assert not (tmp_path / "out").exists()
+
+
+def test_split_failure_names_the_split_the_fractions_and_what_to_change(copies: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    raw, data = copies
+    unbalanced_split(raw, data, {})
+    with pytest.raises(MedsegError) as error:
+        validate("sample", data, tmp_path / "out", _settings(), raw)
+    message = str(error.value)
+    assert "(split_fractions: test holds 0 of 6 patients (0%), expected 20% +/- 15%" in message
+    assert "ingest.split_fractions" in message and "validate.split_tolerance" in message
+    assert "test holds 0 of 6 patients" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_split_the_splitter_could_not_do_better_passes(copies: tuple[Path, Path], tmp_path: Path) -> None:
+    """Four patients: whole patients and one per split force 2:1:1, far from 7:1:2, and that is the best."""
+    raw, data = copies
+    keep = sorted(pd.read_parquet(data / "manifest.parquet").groupby("split")["patient"].first())
+    manifest = pd.read_parquet(data / "manifest.parquet")
+    patients = list(dict.fromkeys([*keep, *manifest["patient"]]))[:4]
+    _edit_manifest(data, lambda m: m.__setitem__("patient", m["patient"].where(m["patient"].isin(patients),
+                                                                               patients[0])))
+    _edit_manifest(data, lambda m: m.__setitem__("split", m["patient"].map(
+        dict(zip(patients, ["train", "train", "val", "test"], strict=True)))))
+    result = validate("sample", data, tmp_path / "out", {**_settings(), "min_slices_per_split": 1}, raw)
+    assert result["checks"]["split_fractions"] is True
