@@ -66,6 +66,7 @@ def _increasing(pair: Pair | None, what: str) -> Pair | None:
 
 
 class SampleParams(Section):
+    datasets: list[Literal["sample"]] = Field(default_factory=lambda: ["sample"], max_length=1)
     num_patients: int = Field(ge=1, le=10_000)
     shape: tuple[Annotated[int, Field(ge=8, le=1024)], Annotated[int, Field(ge=8, le=1024)],
                  Annotated[int, Field(ge=1, le=1024)]]
@@ -238,6 +239,9 @@ class Params(Section):
         from medseg.data.memory import workers_that_fit
 
         workers_that_fit(self.ingest.max_voxels, self.ingest.memory_limit_mb)  # raises when none fits
+        if "sample" in self.ingest.datasets and not self.sample.datasets:
+            raise MedsegError("ingest.datasets lists sample but sample.datasets is empty, so nothing writes "
+                              "data/raw/sample: add it back to sample.datasets or drop it from ingest.datasets")
         task_mb = quantity_mb(self.kubeflow.resources.memory_limit)
         if self.ingest.memory_limit_mb > task_mb:
             raise MedsegError(f"ingest.memory_limit_mb: {self.ingest.memory_limit_mb} MB exceeds the Kubeflow "

@@ -72,3 +72,8 @@ def test_ingest_workers_shrink_to_fit_the_memory_budget(capsys: pytest.CaptureFi
 def test_ingest_refuses_a_volume_limit_no_worker_can_hold() -> None:
     with pytest.raises(MedsegError, match=r"ingest\.max_voxels: .* more than ingest\.memory_limit_mb"):
         _workers({"workers": 1, "max_voxels": 2**28, "memory_limit_mb": 4096})
+
+
+def test_listing_sample_without_its_stage_is_one_line(run_step, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", lambda p: p["sample"].update(datasets=[]))
+    one_line(run_step("sample", "--out", tmp_path / "raw", "--params", params), "sample.datasets is empty")
