@@ -40,10 +40,24 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _datasets(args: argparse.Namespace) -> int:
+    if args.check or args.fields:  # one entry file, or the format: no params needed
+        from medseg.data.registry_schema import check_entry_file, fields_markdown
+
+        if args.check:
+            spec = check_entry_file(args.check)
+            print(f"ok: {spec.alias} ({spec.adapter})")
+        else:
+            print(fields_markdown(), end="")
+        return 0
     from medseg.data.registry import load_registry, markdown_table
 
-    extra = section(load_params(args.params), "ingest").get("extra_registries")
+    ingest = section(load_params(args.params), "ingest")
+    extra = ingest.get("extra_registries")
     registry = load_registry(extra)
+    if args.check_params:
+        return _check_datasets(args, ingest, registry)
+    if args.raw or args.out:
+        raise MedsegError("--raw and --out go with --check-params")
     if args.readme:
         from medseg.data.registry import README_HEADER, readme_markdown
         from medseg.outputs import output_file, starts_with
@@ -54,6 +68,26 @@ def _datasets(args: argparse.Namespace) -> int:
         print(f"datasets: wrote {args.readme}")
         return 0
     print(markdown_table(registry))
+    return 0
+
+
+def _check_datasets(args: argparse.Namespace, ingest: dict, registry: dict) -> int:
+    """``datasets --check-params``: every alias of ``ingest.datasets`` registered (and with ``--raw``, its raw
+    folder present); with ``--out``, the entry each ingest reads as ``<out>/<alias>.json``."""
+    from medseg.data.preflight import check_raw_folders, registered, untracked_registries, write_entries
+    from medseg.params import params_path
+
+    extra = ingest.get("extra_registries") or []
+    specs = registered(ingest["datasets"], registry, params_path(args.params))
+    if args.raw:
+        check_raw_folders(specs, Path(args.raw))
+    if args.out:
+        write_entries(specs, args.out, [args.raw, *extra])
+        for folder in untracked_registries(extra):
+            print(f"datasets: warning: ingest.extra_registries: {folder} is not under registry/, the folder the "
+                  "datasets stage depends on: dvc repro will not notice edits to its entries", file=sys.stderr)
+    print(f"datasets: {', '.join(s.alias for s in specs)} registered"
+          f"{f', raw folders under {args.raw}' if args.raw else ''}{f' -> {args.out}' if args.out else ''}")
     return 0
 
 
@@ -127,7 +161,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from medseg.eval.report import write_report
 
-    table = write_report(args.runs, args.out)
+    datasets = None if args.all_datasets else section(load_params(args.params), "ingest")["datasets"]
+    table = write_report(args.runs, args.out, compare_average=args.compare_average, datasets=datasets)
     if args.markdown:
         _copy_text("report", table, args.markdown, "# medseg results")
     if args.html:
@@ -177,6 +212,13 @@ def _export_sam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> int:
+    from medseg.profiles import profile_command
+
+    print(profile_command(args.name, args.params, dvc=args.dvc))
+    return 0
+
+
 def _compile_pipeline(args: argparse.Namespace) -> int:
     from pipelines.compile import compile_pipeline
 
@@ -221,17 +263,28 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
     ("report", _report, "aggregate evaluated runs into the results table",
      (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs"), ("--out", "report directory"),
       ("--markdown", "also write the report to this single Markdown file", "optional"),
-      ("--html", "also write the self-contained HTML report to this file", "optional"))),
+      ("--html", "also write the self-contained HTML report to this file", "optional"),
+      ("--compare-average", "set datasets the study did not use beside the paper's Average row", "switch"),
+      ("--all-datasets", "report every run found, not only those of ingest.datasets", "switch"))),
 )
 TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
           (("--out", "output pipeline YAML"),)),
          ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",
-          (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),)),
+          (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),
+           ("--check", "check one registry entry file (<alias>.yaml): prints 'ok: <alias> (<adapter>)'", "optional"),
+           ("--fields", "print every entry field and adapter setting as Markdown tables", "switch"),
+           ("--check-params", "check that every alias of ingest.datasets is registered (the datasets stage)",
+            "switch"),
+           ("--raw", "with --check-params: folder of the raw datasets, each <alias>/ must exist", "optional"),
+           ("--out", "with --check-params: write the entry each ingest reads here as <alias>.json", "optional"))),
          ("export_sam", _export_sam, "original SAM with point/box prompts (three candidates) as an evaluable model",
           (("--backbone", "vit_h, vit_b or vit_t"), ("--mode", "point or box"),
            ("--image-size", "input size of the ingested slices, e.g. 256"), ("--out", "model.pt to write"),
            ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"))),
-         ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()))
+         ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
+         ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
+          (("--name", "profile name, or a YAML file of params.yaml overrides"),
+           ("--dvc", "print the `dvc exp run -S ...` command instead of editing params.yaml", "switch"))))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,10 +33,11 @@ REPO_MARKERS = (".git", ".dvc", "dvc.yaml")
 BOOKKEEPING = (".gitignore",)
 STEP_FILES = {  # what each step writes into its output folder (glob patterns, relative)
     "sample": ("dataset.json", "SYNTHETIC.txt", "imagesTr/*", "labelsTr/*"),
+    "datasets": ("*.json",),
     "ingest": ("images.npy", "masks.npy", "manifest.parquet", "ingest.json"),
     "validate": ("validation.json", "summary.md", "reports/*"),
     "finetune": ("model.pt", "train_summary.json", "training/*"),
-    "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "overlays.png"),
+    "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png"),
     "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*"),
 }
 PathLike = str | Path

@@ -136,9 +136,17 @@ class ValidateParams(Section):
 
 class AugmentParams(Section):
     enabled: bool
+    preset: Literal["paper", "released_code"] = "paper"
     equalize_probability: Finite = Field(ge=0, le=1)
     brightness: Finite = Field(ge=0, le=1)
     contrast: Finite = Field(ge=0, le=1)
+    crop_scale: tuple[Annotated[Finite, Field(gt=0, le=4)], Annotated[Finite, Field(gt=0, le=4)]] = (0.5, 1.5)
+    max_rotation_deg: Finite = Field(default=45.0, ge=0, le=180)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, value: Pair) -> Pair:
+        return _increasing(value, "crop scale")  # type: ignore[return-value]
 
 
 class FewshotParams(Section):
@@ -149,8 +157,10 @@ class FewshotParams(Section):
 
 
 class PromptParams(Section):
+    box_preset: Literal["paper", "released_code"] = "paper"
     box_noise_fraction: Finite = Field(default=0.1, ge=0, le=1)
     box_max_noise: Finite = Field(default=20.0, ge=0)
+    largest_regions: int = Field(default=3, ge=1, le=64)
 
 
 class FinetuneParams(Section):
@@ -166,6 +176,7 @@ class FinetuneParams(Section):
     lr: Finite = Field(gt=0, le=1)
     weight_decay: Finite = Field(ge=0)
     warmup_iters: int = Field(ge=0)
+    lr_schedule: Literal["constant", "poly"] = "constant"
     augment: AugmentParams
     embedding_cache: bool
     fewshot: FewshotParams

@@ -6,7 +6,10 @@ Output directory::
     masks.npy        uint8 (N, S, S) target classes (all zero for unlabeled pretraining sets)
     manifest.parquet one row per slice: dataset, patient, case, source files, slice index, split,
                      few-shot role, size, intensity stats, mask fraction, labels present
-    ingest.json      summary: grouping, counts per split, label map, skipped files, synthetic flag
+    ingest.json      summary: grouping, counts per split, label map, skipped files, synthetic flag,
+                     ``orientation`` of the stored slices (``RAS+``: volumes reoriented, a slice indexed by
+                     the two other RAS+ axes in order; ``file``: 2D images and .npy stacks as read) and
+                     ``slice_counts`` (slices kept and dropped per case, cases left without a slice)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class CaseSlices:
     images: np.ndarray
     masks: np.ndarray
     indices: np.ndarray
+    source_slices: int = 0  # slices of the volume before any was dropped
 
 
 def protocol_for(spec: DatasetSpec, ingest_params: dict[str, Any]) -> SliceProtocol:
@@ -60,7 +64,7 @@ def _process(job: tuple[Case, DatasetSpec, SliceProtocol, int]) -> CaseSlices:
     torch.set_num_threads(1)  # one process per core does the parallelism
     image, mask = adapter_for(spec.adapter).load(case, spec, max_voxels)
     images, masks, indices = volume_to_slices(image, mask, protocol)
-    return CaseSlices(case, images, masks, indices)
+    return CaseSlices(case, images, masks, indices, int(image.shape[protocol.slice_axis]))
 
 
 def _process_safely(job: tuple[Case, DatasetSpec, SliceProtocol, int]) -> CaseSlices | MedsegError:
@@ -107,9 +111,10 @@ def ingest_dataset(alias: str, raw_dir: str | Path, out_dir: str | Path, ingest_
     inputs = [raw_dir, *(ingest_params.get("extra_registries") or [])]
     with output_dir("ingest", out_dir, inputs) as tmp:
         spec = get_spec(alias, ingest_params.get("extra_registries"))
-        kept, splits, skipped, protocol = _slices(spec, raw_dir, ingest_params, seed)
+        kept, splits, skipped, protocol, counts = _slices(spec, raw_dir, ingest_params, seed)
         manifest = _manifest(spec, kept, splits, raw_dir, ingest_params, seed)
-        summary = _summary(spec, manifest, protocol, skipped)
+        summary = _summary(spec, manifest, protocol, skipped, counts)
+        summary["orientation"] = _orientation(spec, kept)
         np.save(tmp / "images.npy", np.concatenate([r.images for r in kept]))
         np.save(tmp / "masks.npy", np.concatenate([r.masks for r in kept]))
         manifest.to_parquet(tmp / "manifest.parquet", index=False)
@@ -132,8 +137,9 @@ def _workers(ingest_params: dict[str, Any]) -> int:
 
 
 def _slices(spec: DatasetSpec, raw_dir: Path, ingest_params: dict[str, Any], seed: int,
-            ) -> tuple[list[CaseSlices], dict[str, str], list[dict[str, str]], SliceProtocol]:
-    """Every case read and sliced (in parallel); bad cases fail the step or are skipped."""
+            ) -> tuple[list[CaseSlices], dict[str, str], list[dict[str, str]], SliceProtocol, dict[str, Any]]:
+    """Every case read and sliced (in parallel); bad cases fail the step or are skipped; with the
+    slice counts per case."""
     protocol = protocol_for(spec, ingest_params)
     if not spec.labeled:
         protocol = replace(protocol, drop_empty_slices=False)
@@ -145,7 +151,29 @@ def _slices(spec: DatasetSpec, raw_dir: Path, ingest_params: dict[str, Any], see
     kept = [r for r in results if isinstance(r, CaseSlices) and len(r.images)]
     if not kept:
         raise MedsegError("no slices left after dropping empty masks", raw_dir)
-    return kept, splits, skipped, protocol
+    counts = slice_counts([r for r in results if isinstance(r, CaseSlices)], protocol, spec.labeled)
+    _say_dropped(counts)
+    return kept, splits, skipped, protocol, counts
+
+
+def slice_counts(results: list[CaseSlices], protocol: SliceProtocol, labeled: bool) -> dict[str, Any]:
+    """Slices kept and dropped per case under the drop rule, and the cases left without any slice."""
+    rule = "blank image" if not labeled else ("empty mask" if protocol.drop_empty_slices else "none")
+    per_case = {r.case.case_id: {"kept": len(r.indices), "dropped": max(r.source_slices - len(r.indices), 0)}
+                for r in results}
+    return {"drop_rule": rule, "kept": sum(c["kept"] for c in per_case.values()),
+            "dropped": sum(c["dropped"] for c in per_case.values()),
+            "cases_without_slices": [case for case, c in per_case.items() if c["kept"] == 0],
+            "per_case": per_case}
+
+
+def _say_dropped(counts: dict[str, Any]) -> None:
+    if not counts["dropped"]:
+        return
+    empty = counts["cases_without_slices"]
+    named = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    print(f"ingest: dropped {counts['dropped']} slice(s) ({counts['drop_rule']}), kept {counts['kept']}"
+          + (f"; {len(empty)} case(s) had no slice left: {named} (all listed in ingest.json)" if empty else ""))
 
 
 def _manifest(spec: DatasetSpec, kept: list[CaseSlices], splits: dict[str, str], raw_dir: Path,
@@ -167,8 +195,14 @@ def _check_failures(cases: list[Case], results: list[CaseSlices | MedsegError],
     return [{"case": case.case_id, "problem": error.one_line()} for case, error in failures]
 
 
-def _summary(spec: DatasetSpec, manifest: Any, protocol: SliceProtocol,
-             skipped: list[dict[str, str]]) -> dict[str, Any]:
+def _orientation(spec: DatasetSpec, kept: list[CaseSlices]) -> str:
+    """``RAS+`` for volumes read through the reorienting readers, ``file`` for 2D images and .npy stacks."""
+    as_read = spec.adapter == "image_mask_2d" or all(r.case.image.suffix == ".npy" for r in kept)
+    return "file" if as_read else "RAS+"
+
+
+def _summary(spec: DatasetSpec, manifest: Any, protocol: SliceProtocol, skipped: list[dict[str, str]],
+             counts: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset": spec.alias, "name": spec.name, "grouping": spec.grouping, "labeled": spec.labeled,
         "synthetic": spec.synthetic, "image_size": protocol.image_size, "slice_axis": protocol.slice_axis,
@@ -176,5 +210,5 @@ def _summary(spec: DatasetSpec, manifest: Any, protocol: SliceProtocol,
         "num_slices": len(manifest),
         "slices_per_split": {s: int((manifest["split"] == s).sum()) for s in SPLITS},
         "patients_per_split": {s: int(manifest.loc[manifest["split"] == s, "patient"].nunique()) for s in SPLITS},
-        "skipped": skipped,
+        "skipped": skipped, "slice_counts": counts,
     }

@@ -6,7 +6,8 @@ and its settings (globs, pairing rule), the mask value rule and label map, the p
 the slice axis. More entries can live in folders listed in ``ingest.extra_registries``; their aliases
 may not repeat a built-in or another extra alias. Settings are checked when an entry is parsed
 against the keys its adapter kind declares (``REQUIRED_SETTINGS``, ``OPTIONAL_SETTINGS`` and
-``check_settings`` in ``medseg/data/adapters/<kind>.py``).
+``check_settings`` in ``medseg/data/adapters/<kind>.py``). ``registry.schema.json`` publishes the
+same format as a JSON schema (``medseg.data.registry_schema``); README "Custom dataset entry" documents it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ ADAPTER_KINDS = ("paired_volumes", "dicom_series", "image_mask_2d", "unlabeled_v
 USES = ("finetune", "pretrain")
 REQUIRED = ("alias", "name", "description", "citation", "licence", "download", "modality", "anatomy",
             "use", "adapter", "layout", "settings")
+TEXT_FIELDS = ("name", "description", "citation", "licence", "download", "modality", "anatomy", "layout")
+MASK_VALUE_RULES = {"map": dict, "ranges": list, "threshold": (int, float)}
+CUSTOM_REGISTRY = "registry"  # the conventional folder of custom entries: a dependency of the `datasets` stage
+ENTRY_DOCS = "README 'Custom dataset entry' (or `medseg datasets --fields`)"
 
 
 @dataclass(frozen=True)
@@ -152,24 +157,59 @@ def _labels(labels: Any, source: Path) -> dict[int, str]:
         raise MedsegError(f"label keys must be whole numbers, got {sorted(map(str, labels))}", source) from exc
 
 
+def _missing_fields(missing: list[str]) -> str:
+    """The missing fields, each with what it is for (the schema's titles), and where they are documented."""
+    from medseg.data.registry_schema import field_titles
+
+    titles = field_titles()
+    named = ", ".join(f"{key} ({titles.get(key, 'see the docs')})" for key in missing)
+    return f"missing field{'s' * (len(missing) > 1)}: {named}; {ENTRY_DOCS} documents every field"
+
+
+def _check_mask_values(rule: Any) -> None:
+    """``identity`` (or null), or a one-key mapping ``map``/``ranges``/``threshold`` of the right type."""
+    if rule is None or rule == "identity":
+        return
+    form = next(iter(rule), None) if isinstance(rule, dict) and len(rule) == 1 else None
+    kind = MASK_VALUE_RULES.get(str(form))
+    if kind is None or not isinstance(rule[form], kind) or isinstance(rule[form], bool):
+        raise MedsegError(f"mask_values must be identity, {{map: {{raw: class}}}}, {{ranges: [[low, high, class], "
+                          f"...]}} or {{threshold: t}}, not {rule!r}")
+
+
+def _check_fields(entry: dict[str, Any]) -> None:
+    """The top-level fields' types and values (the adapter settings are checked by the adapter)."""
+    check_name(entry["alias"], "alias")  # it names data/raw/<alias> and every run of the dataset
+    for key in TEXT_FIELDS:
+        if not isinstance(entry[key], str) or not entry[key].strip():
+            raise MedsegError(f"{key} must be non-empty text, not {entry[key]!r}")
+    if entry["adapter"] not in ADAPTER_KINDS:
+        raise MedsegError(f"unknown adapter {entry['adapter']!r}; known: {list(ADAPTER_KINDS)}")
+    if entry["use"] not in USES:
+        raise MedsegError(f"unknown use {entry['use']!r}; known: {list(USES)}")
+    unknown = sorted(map(str, set(entry) - set(DatasetSpec.__dataclass_fields__)))
+    if unknown:
+        raise MedsegError(f"unknown registry fields {unknown}; known: {', '.join(DatasetSpec.__dataclass_fields__)}")
+    axis = entry.get("slice_axis", 2)
+    if isinstance(axis, bool) or axis not in (0, 1, 2):
+        raise MedsegError(f"slice_axis must be 0, 1 or 2, not {axis!r}")
+    if not isinstance(entry.get("synthetic", False), bool):
+        raise MedsegError(f"synthetic must be true or false, not {entry['synthetic']!r}")
+    if entry.get("patient_id") is not None:
+        check_regex(entry["patient_id"], "patient_id")
+    _check_mask_values(entry.get("mask_values"))
+
+
 def _parse(entry: Any, source: Path) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise MedsegError("registry entry is not a mapping of fields", source)
     missing = [k for k in REQUIRED if k not in entry]
     if missing:
-        raise MedsegError(f"registry entry lacks {missing}", source)
+        raise MedsegError(_missing_fields(missing), source)
     try:
-        check_name(entry["alias"], "alias")  # it names data/raw/<alias> and every run of the dataset
+        _check_fields(entry)
     except MedsegError as exc:
         raise MedsegError(exc.problem, source) from None
-    if entry["adapter"] not in ADAPTER_KINDS:
-        raise MedsegError(f"unknown adapter '{entry['adapter']}'; known: {list(ADAPTER_KINDS)}", source)
-    if entry["use"] not in USES:
-        raise MedsegError(f"unknown use '{entry['use']}'; known: {list(USES)}", source)
-    known = set(DatasetSpec.__dataclass_fields__)
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise MedsegError(f"unknown registry fields {unknown}", source)
     _check_settings(entry, source)
     if "labels" in entry:
         entry = {**entry, "labels": _labels(entry["labels"], source)}
@@ -197,19 +237,35 @@ def _sources(extra_dirs: list[str | Path] | None) -> list[tuple[Path, str, bool]
     return unique
 
 
+def read_entry(path: Path, text: str) -> Any:
+    """An entry file's YAML (an error naming the file when it is not valid YAML)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MedsegError(f"not valid YAML ({exc.__class__.__name__})", path) from exc
+
+
+def parse_entry(path: Path, entry: Any) -> DatasetSpec:
+    """One entry, checked; its alias must equal the file name."""
+    spec = _parse(entry, path)
+    if spec.alias != path.stem:
+        raise MedsegError(f"alias '{spec.alias}' must equal the file name ({path.stem})", path)
+    return spec
+
+
+def builtin_entry(alias: str) -> Path | None:
+    """The built-in entry file of ``alias``, when there is one."""
+    path = Path(str(resources.files("medseg.data") / "registry" / f"{alias}.yaml"))
+    return path if path.is_file() else None
+
+
 def load_registry(extra_dirs: list[str | Path] | None = None) -> dict[str, DatasetSpec]:
     """All registered datasets by alias: the built-in entries plus those in ``extra_dirs``; an extra
     entry may not reuse an alias (of a built-in dataset or of another extra entry)."""
     registry: dict[str, DatasetSpec] = {}
     origins: dict[str, tuple[Path, bool]] = {}
     for path, text, builtin in _sources(extra_dirs):
-        try:
-            entry = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise MedsegError(f"not valid YAML ({exc.__class__.__name__})", path) from exc
-        spec = _parse(entry, path)
-        if spec.alias != path.stem:
-            raise MedsegError(f"alias '{spec.alias}' must equal the file name", path)
+        spec = parse_entry(path, read_entry(path, text))
         if spec.alias in origins:
             other, other_builtin = origins[spec.alias]
             what = "a built-in dataset" if other_builtin else f"the extra entry {other}"
@@ -262,6 +318,12 @@ Generated by `medseg datasets --readme data/README.md` from the registry (`medse
   its `raw/<alias>.dvc` pointer is, and the files go to the DVC cache and remote.
 - `processed/<alias>/`: ingested slices (`images.npy`, `masks.npy`: uint8, memory-mappable;
   `manifest.parquet`; `ingest.json`). A DVC output of the `ingest` stage.
+- `datasets/<alias>.json`: the registry entry that `ingest` reads for each dataset of `ingest.datasets`, written
+  by the `datasets` stage (`medseg datasets --check-params`) after checking that every alias is registered
+  and has its raw folder; `ingest` depends on it, so editing an entry re-runs that dataset's ingest.
+
+A dataset of your own: an `<alias>.yaml` entry in `registry/` (listed in `ingest.extra_registries`); README.md,
+"Custom dataset entry", documents every field and `medseg datasets --check <file.yaml>` checks one.
 
 Manifest columns: `row` (index into the arrays), `dataset`, `patient`, `case`, `image_file`, `label_file`
 (relative to the raw root; several masks joined by `;`), `slice_index`, `split` (train/val/test, per

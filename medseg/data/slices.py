@@ -50,7 +50,10 @@ def volume_to_slices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Slices of one volume: uint8 images (N, S, S), uint8 masks (N, S, S), source slice indices.
 
-    Without a label (pretraining sets) masks are zero and blank (constant) slices are dropped."""
+    Without a label (pretraining sets) masks are zero and blank (constant) slices are dropped. A slice keeps
+    the volume's two other axes in order (RAS+ volumes: an axial slice's row index runs towards the
+    patient's right, which is not the radiological display; figures turn slices for display only, see
+    ``medseg.eval.overlays``)."""
     image_u8 = to_uint8(image, protocol.intensity_window, protocol.percentile_clip)
     images = np.moveaxis(image_u8, protocol.slice_axis, 0)
     masks = np.zeros_like(images) if label is None else np.moveaxis(label, protocol.slice_axis, 0)

@@ -5,7 +5,10 @@ with foreground, each with one simulated prompt (the study's simulation, its own
 against the prompted region; candidate-mask models (original SAM) are scored under both selection
 rules. Writes, atomically: ``per_slice.parquet`` (Dice, IoU, HD95, NSD per slice and class),
 ``per_volume.parquet`` (the same in 3-D per case; automated models only), ``metrics.json`` (DVC
-metrics: means, per-patient means and patient-bootstrap 95 % intervals) and ``overlays.png``.
+metrics, kept short for ``dvc metrics show``: the run's identity and flags, mean Dice with its
+patient-bootstrap 95 % interval, 3-D Dice, IoU, HD95, NSD, counts, the exported epoch and the epochs
+run), ``metrics_details.json`` (not a DVC metric: per-class means by class name, spread, per-patient
+mean, 3-D intervals, why an interval is blank, settings, training facts) and ``overlays.png``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import pandas as pd
 
 from medseg.data.slice_dataset import SliceDataset, check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
-from medseg.eval.overlays import pick_slices, write_overlays
-from medseg.eval.predict import Predictions, predict
+from medseg.eval.details import DETAILS_FILE, split_summary, with_details
+from medseg.eval.overlays import OverlaySlices, pick_slices, view_for, write_overlays
+from medseg.eval.predict import PRIMARY, Predictions, predict
 from medseg.eval.scoring import VOLUME_KEYS, ScoreSettings, per_slice_table, per_volume_table, summarise
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
@@ -53,49 +57,90 @@ def _load(data_dir: Path, model_path: str | Path) -> tuple[SamSegmenter, dict[st
     return model, metadata, test
 
 
-def _metrics(dataset: str, strategy: str, model: SamSegmenter, metadata: dict[str, Any], tables: tuple[Any, Any],
-             settings: ScoreSettings, synthetic: bool) -> dict[str, Any]:
+def _training(model_path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The exported epoch (model metadata) and the epochs run (``train_summary.json`` beside the model,
+    when it describes this model: same best epoch)."""
+    info: dict[str, Any] = {"best_epoch": metadata.get("epoch"), "epochs_run": None}
+    try:
+        summary = json.loads((model_path.parent / "train_summary.json").read_text())
+    except (OSError, ValueError):
+        return info
+    if isinstance(summary, dict) and info["best_epoch"] is not None and summary.get("best_epoch") == info["best_epoch"]:
+        info.update({k: summary.get(k) for k in ("epochs_run", "stopped_early", "wall_time_s")})
+    return info
+
+
+def _class_names(ingest_summary: dict[str, Any], model: SamSegmenter) -> dict[int, str]:
+    """Names of the model's foreground classes: ingest.json's label map; the prompted object for point and
+    box models (their class 1 is whichever object was prompted)."""
+    if model.mode != "automated":
+        return {1: "prompted object"}
+    labels = {int(k): str(v) for k, v in ingest_summary["labels"].items()}
+    return {k: labels.get(k, f"class {k}") for k in range(1, model.num_classes)}
+
+
+def _metrics(run: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any], tables: tuple[Any, Any],
+             settings: ScoreSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``metrics.json``: identity, flags and headline numbers; the details file: the rest)."""
     per_slice, per_volume = tables
     selections = list(dict.fromkeys(per_slice["selection"]))
-    primary = selections[0]
+    training = run["training"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN columns are reported as null
-        metrics = {
-            "dataset": dataset, "strategy": strategy, "mode": model.mode, "selection": primary,
-            "init": metadata.get("init", "sam"), "random_init": bool(metadata.get("random_init", False)),
-            "fewshot": bool(metadata.get("fewshot", False)),
-            "split": "test", **summarise(per_slice, per_volume, primary, settings),
-            "best_epoch": metadata.get("epoch"), "synthetic_data": synthetic, "empty_rule": settings.empty,
-            "nsd_tolerance_px": settings.nsd_tolerance,
-        }
-        for other in selections[1:]:
-            metrics[other] = summarise(per_slice, per_volume, other, settings)
-    return metrics
+        summaries = {s: summarise(per_slice, per_volume, s, settings, run["class_names"]) for s in selections}
+    headline, details = split_summary(summaries[selections[0]])
+    metrics = {
+        "dataset": run["dataset"], "strategy": run["strategy"], "mode": model.mode, "selection": selections[0],
+        "init": metadata.get("init", "sam"), "random_init": bool(metadata.get("random_init", False)),
+        "fewshot": bool(metadata.get("fewshot", False)), "synthetic_data": run["synthetic"], **headline,
+        "best_epoch": training["best_epoch"], "epochs_run": training["epochs_run"],
+    }
+    details.update(split="test", empty_rule=settings.empty, nsd_tolerance_px=settings.nsd_tolerance,
+                   zeroshot=bool(metadata.get("zeroshot", False)), training=training,
+                   class_names={str(k): v for k, v in run["class_names"].items()})
+    for other in selections[1:]:
+        metrics[other], details[other] = split_summary(summaries[other])
+    return metrics, details
 
 
-def _overlays(path: Path, test: SliceDataset, rows: np.ndarray, predictions: Predictions, model: SamSegmenter,
-              manifest: pd.DataFrame, count: int) -> None:
+def _overlays(path: Path, test: SliceDataset, scored: tuple[Any, np.ndarray], predictions: Predictions,
+              context: dict[str, Any], count: int) -> None:
+    """The overlay figure of up to ``count`` scored slices, with their prompts (point and box models)."""
+    items, rows = scored
     chosen = pick_slices(predictions.truth, count)
     selection = predictions.selections[0]
-    located = manifest.set_index("row").loc[rows[chosen]]
-    titles = [f"{r.case} slice {r.slice_index}" for r in located.itertuples()]
-    images = np.asarray(test.images[np.asarray(rows[chosen], dtype=np.int64)])
-    write_overlays(path, images, predictions.truth[chosen], predictions.predicted[selection][chosen], titles,
-                   model.num_classes)
+    located = context["manifest"].set_index("row").loc[rows[chosen]]
+    dice = context["per_slice"].query("selection == @selection")["dice_mean"].to_numpy()
+    prompts = None if items is test else [np.asarray(items[i][2], dtype=float) for i in chosen]
+    data = OverlaySlices(
+        images=np.asarray(test.images[np.asarray(rows[chosen], dtype=np.int64)]), truth=predictions.truth[chosen],
+        predicted=predictions.predicted[selection][chosen],
+        titles=[f"{r.case}\nslice {r.slice_index}" for r in located.itertuples()], prompts=prompts,
+        scores=["Dice n/a (empty vs empty)" if np.isnan(dice[i]) else f"Dice {dice[i]:.2f}" for i in chosen])
+    view = view_for(context["ingest"], str(located["image_file"].iloc[0]) if len(located) else "")
+    write_overlays(path, data, view, context["class_names"], context["heading"])
+
+
+def _heading(metrics: dict[str, Any]) -> str:
+    flags = [text for key, text in (("synthetic_data", "synthetic phantom, not patient data"),
+                                    ("random_init", "random-init model, not SAM's weights")) if metrics.get(key)]
+    selection = "" if metrics["selection"] == PRIMARY else f", {metrics['selection']} candidate"
+    text = f"{metrics['dataset']} / {metrics['mode']} / {metrics['strategy']}: test slices{selection}"
+    return text + (f"\n({'; '.join(flags)})" if flags else "")
 
 
 def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str | Path, out_dir: str | Path,
              settings: ScoreSettings, batch_size: int, prompts: PromptSettings | None = None,
              overlay_slices: int = 4, device: str = "cpu") -> dict[str, Any]:
     """Score the model on the test split (on ``device``: auto, cpu, cuda, cuda:N or mps) and write the
-    outputs to ``out_dir``; returns the metrics."""
+    outputs to ``out_dir``; returns the metrics with their details."""
     from medseg.train.runtime import resolve_device
 
     check_name(dataset, "dataset")
     check_name(strategy, "strategy")
     with output_dir("evaluate", out_dir, [data_dir, model_path]) as tmp:
         data_dir = check_ingested(data_dir)
-        synthetic = bool(read_ingest_summary(data_dir).get("synthetic"))
+        ingest = read_ingest_summary(data_dir)
         model, metadata, test = _load(data_dir, model_path)
         settings = dataclasses.replace(settings, num_classes=model.num_classes)
         items, rows = _scored_items(model, test, prompts or PromptSettings(), settings.seed)
@@ -105,9 +150,14 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         automated = model.mode == "automated"  # a prompted region is one slice's object, not a volume
         per_volume = (per_volume_table(per_slice, predictions, settings) if automated
                       else pd.DataFrame(columns=VOLUME_KEYS))
-        metrics = _metrics(dataset, strategy, model, metadata, (per_slice, per_volume), settings, synthetic)
+        run = {"dataset": dataset, "strategy": strategy, "synthetic": bool(ingest.get("synthetic")),
+               "class_names": _class_names(ingest, model), "training": _training(Path(model_path), metadata)}
+        metrics, details = _metrics(run, model, metadata, (per_slice, per_volume), settings)
         per_slice.to_parquet(tmp / "per_slice.parquet", index=False)
         per_volume.to_parquet(tmp / "per_volume.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        _overlays(tmp / "overlays.png", test, rows, predictions, model, manifest, overlay_slices)
-    return metrics
+        (tmp / DETAILS_FILE).write_text(json.dumps(details, indent=2, sort_keys=True) + "\n")
+        context = {"manifest": manifest, "per_slice": per_slice, "ingest": ingest,
+                   "class_names": run["class_names"], "heading": _heading(metrics)}
+        _overlays(tmp / "overlays.png", test, (items, rows), predictions, context, overlay_slices)
+    return with_details(metrics, details)

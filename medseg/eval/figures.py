@@ -1,12 +1,13 @@
 """The report's figures (PNG, matplotlib), in the spirit of the study's Figures 4, 6-8 and 9-10.
 
 - ``strategies_vs_baselines.png``: mean Dice of each automated model over the datasets run, beside the
-  paper's mean over the same datasets (its Average row for datasets it did not use) (Figure 4).
+  paper's mean over the same datasets (Figure 4); datasets the study did not use have no paper bar
+  unless the report compares them with its Average row (``--compare-average``).
 - ``init_differences.png``: Dice with another initialisation minus Dice from SAM's weights, per
   dataset and strategy, ours beside the paper's (Figures 6-8); drawn when both were run.
 - ``fewshot_and_prompts.png``: 5-shot and point/box results beside the paper (Figures 9-10).
 - ``overlays_<dataset>_<mode>_<strategy>.png``: image, ground truth and prediction of a few test
-  slices, from each run's evaluation.
+  slices (volumes in the radiological view, prompts drawn), from each run's evaluation.
 """
 
 from __future__ import annotations
@@ -36,12 +37,20 @@ def _label(row: pd.Series) -> str:
 
 
 def _bars(path: Path, summary: pd.DataFrame, title: str) -> None:
-    """Grouped bars: ours vs the paper's average, one group per label."""
+    """Grouped bars: ours vs the paper's average, one group per label (no paper bar where it has no value)."""
     plt = _pyplot()
     positions = np.arange(len(summary))
     figure, axis = plt.subplots(figsize=(max(6.5, 1.1 * len(summary) + 2), 4.2))
-    axis.bar(positions - 0.2, summary["ours"], 0.4, label="ours", color="#3b75af")
-    axis.bar(positions + 0.2, summary["paper"].fillna(0), 0.4, label="paper, same datasets", color="#c9c9c9")
+    known = summary["paper"].notna().to_numpy()
+    axis.bar(positions - (0.2 if known.any() else 0.0), summary["ours"], 0.4, label="ours", color="#3b75af")
+    if known.any():
+        label = "paper, same datasets" + (" (its Average row for\ndatasets it did not use)" if summary["average"].any()
+                                          else "")
+        axis.bar(positions[known] + 0.2, summary["paper"][known], 0.4, label=label, color="#c9c9c9")
+    axis.set_xlim(-0.7, len(summary) - 0.3)
+    if not known.all():
+        axis.text(0.99, 0.97, "no paper bar: datasets the study did not use", transform=axis.transAxes,
+                  ha="right", va="top", fontsize=7, color="#555555")
     axis.set_xticks(positions, summary["label"], rotation=30, ha="right", fontsize=8)
     axis.set_ylabel("Dice %")
     axis.set_ylim(0, 100)
@@ -57,8 +66,16 @@ def _summary(part: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (_, _, _, _, mode), group in part.groupby(["table", "model", "init", "selection", "mode"], sort=False):
         label = _label(group.iloc[0]) + ("" if mode == "automated" else f"\n[{mode}]")
-        rows.append({"label": label, "ours": group["ours"].mean(), "paper": group["paper"].mean()})
-    return pd.DataFrame(rows, columns=["label", "ours", "paper"])
+        rows.append({"label": label, "ours": group["ours"].mean(), "paper": group["paper"].mean(),
+                     "average": bool(group["paper_is_average"].astype(bool).any())})
+    return pd.DataFrame(rows, columns=["label", "ours", "paper", "average"])
+
+
+def _flags(part: pd.DataFrame) -> str:
+    """What the bars include that is not a real result: synthetic data, random-init models."""
+    flags = [text for column, text in (("synthetic", "synthetic data"), ("random_init", "random-init models"))
+             if part[column].astype(bool).any()]
+    return f"; includes {' and '.join(flags)}" if flags else ""
 
 
 def _strategies_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
@@ -66,7 +83,7 @@ def _strategies_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
     if part.empty:
         return []
     _bars(folder / "strategies_vs_baselines.png", _summary(part),
-          "Automated mode: strategies and baselines\n(mean over the datasets run)")
+          f"Automated mode: strategies and baselines\n(mean over the datasets run{_flags(part)})")
     return [("figures/strategies_vs_baselines.png", "Strategies vs baselines")]
 
 
@@ -115,7 +132,7 @@ def _fewshot_prompt_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]
     part = compared[(compared["shots"] == "5") | (compared["mode"] != "automated")].dropna(subset=["ours"])
     if part.empty:
         return []
-    _bars(folder / "fewshot_and_prompts.png", _summary(part), "5-shot and prompt modes")
+    _bars(folder / "fewshot_and_prompts.png", _summary(part), f"5-shot and prompt modes{_flags(part)}")
     return [("figures/fewshot_and_prompts.png", "5-shot and point/box prompts")]
 
 

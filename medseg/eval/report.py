@@ -2,25 +2,39 @@
 
 The report holds (1) all runs with their secondary metrics, (2) the study's table layouts (Tables 4-20
 of the paper) with only the cells that were run filled, each as ``ours / paper (difference)``, and
-(3) figures (``figures/*.png``). Datasets the study did not use (e.g. the synthetic sample) are set
-beside the paper's Average row of the same column, marked "avg".
+(3) figures (``figures/*.png``), and per-class Dice by class name. Each run's ``metrics.json`` is read
+with its ``metrics_details.json`` when present (per-class means, why an interval is blank). Datasets the
+study did not use (e.g. the synthetic sample) get no paper value, unless ``compare_average`` (``medseg
+report --compare-average``) sets them beside the paper's Average row of the same column, marked "avg".
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from medseg.errors import MedsegError
+from medseg.eval.details import DETAILS_FILE, with_details
 from medseg.eval.reference import Entry, entries, load_reference, paper_value, tables_for
 from medseg.names import check_name
 from medseg.outputs import output_dir
 
 REQUIRED = ("dataset", "strategy", "mode", "dice_mean", "num_slices", "num_patients")
 RUN_GLOB = "*/*/*/eval/metrics.json"
+
+
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MedsegError(f"corrupt {what} file ({exc})", path) from exc
+    if not isinstance(data, dict):
+        raise MedsegError(f"corrupt {what} file (not a JSON object)", path)
+    return data
 
 
 def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -30,18 +44,16 @@ def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
         raise MedsegError("runs directory not found", runs_dir)
     runs = []
     for path in sorted(runs_dir.glob(RUN_GLOB)):
-        try:
-            metrics = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MedsegError(f"corrupt metrics file ({exc})", path) from exc
-        if not isinstance(metrics, dict):
-            raise MedsegError("corrupt metrics file (not a JSON object)", path)
+        metrics = _read_object(path, "metrics")
         missing = [c for c in REQUIRED if c not in metrics]
         if missing:
             raise MedsegError(f"metrics file lacks {missing}", path)
         if not (metrics["dice_mean"] is None or isinstance(metrics["dice_mean"], int | float)):
             raise MedsegError(f"dice_mean is not a number ({metrics['dice_mean']!r})", path)
         _check_names(metrics, path)
+        details = path.parent / DETAILS_FILE
+        if details.is_file():
+            metrics = with_details(metrics, _read_object(details, "metrics details"))
         runs.append({**metrics, "_overlays": path.parent / "overlays.png"})
     return runs
 
@@ -61,22 +73,55 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def runs_table(runs: list[dict[str, Any]]) -> str:
-    """All runs: Dice (per slice, with patient-bootstrap 95 % interval), per-volume Dice, IoU, HD95, NSD."""
+    """All runs: Dice (per slice, with patient-bootstrap 95 % interval or why there is none), per-volume
+    Dice, IoU, HD95, NSD, test counts and epochs run."""
     lines = ["| dataset | mode | model | init | shots | Dice % (95% CI) | Dice % 3-D | IoU % | HD95 px | NSD % | "
-             "test slices / patients |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "test slices / patients | epochs run (best) |", "|---" * 12 + "|"]
     for run in runs:
         for block, label in _blocks(run):
             flags = " (synthetic)" if run.get("synthetic_data") else ""
             flags += " (random init)" if run.get("random_init") else ""
-            ci = f" ({_pct(block.get('dice_ci_low'))}–{_pct(block.get('dice_ci_high'))})" if block.get(
-                "dice_ci_low") is not None else ""
             lines.append(
                 f"| {run['dataset']}{flags} | {run['mode']}{label} | {run['strategy']} | {run.get('init', 'sam')} | "
-                f"{'5' if run.get('fewshot') else 'all'} | {_pct(block.get('dice_mean'))}{ci} | "
+                f"{'5' if run.get('fewshot') else 'all'} | {_pct(block.get('dice_mean'))}{_interval(block)} | "
                 f"{_pct(block.get('dice_volume_mean'))} | {_pct(block.get('iou_mean'))} | "
                 f"{_fmt(block.get('hd95_mean'), 1)} | {_pct(block.get('nsd_mean'))} | "
-                f"{block['num_slices']} / {block['num_patients']} |")
+                f"{block['num_slices']} / {block['num_patients']} | {_epochs(run)} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(block: dict[str, Any]) -> str:
+    """`` (low–high)``, or why the interval is blank (older runs: inferred from the patient count)."""
+    if block.get("dice_ci_low") is not None:
+        return f" ({_pct(block.get('dice_ci_low'))}–{_pct(block.get('dice_ci_high'))})"
+    note = block.get("dice_ci_note")
+    if note is None and block.get("dice_mean") is not None and block.get("num_patients") == 1:
+        note = "one test patient: no interval"
+    return f" ({note})" if note else ""
+
+
+def _epochs(run: dict[str, Any]) -> str:
+    """Epochs run and the exported epoch (numbered from 0, as in the training log)."""
+    if run.get("zeroshot"):
+        return "not fine-tuned"
+    best = run.get("best_epoch")
+    if run.get("epochs_run") is None:
+        return "–" if best is None else f"? (best {best})"
+    return f"{run['epochs_run']}" + ("" if best is None else f" (best {best})")
+
+
+def class_table(runs: list[dict[str, Any]]) -> str:
+    """Dice, 3-D Dice, IoU and HD95 of each foreground class, by class name, for the runs that recorded them."""
+    lines = ["| dataset | mode | model | class | Dice % | Dice % 3-D | IoU % | HD95 px | scored slices |",
+             "|---" * 9 + "|"]
+    for run in runs:
+        for block, label in _blocks(run):
+            for name, entry in (block.get("per_class") or {}).items():
+                lines.append(f"| {run['dataset']} | {run['mode']}{label} | {run['strategy']} | {name} | "
+                             f"{_pct(entry.get('dice_mean'))} | {_pct(entry.get('dice_volume_mean'))} | "
+                             f"{_pct(entry.get('iou_mean'))} | {_fmt(entry.get('hd95_mean'), 1)} | "
+                             f"{entry.get('num_scored_slices', '–')} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def _pct(value: float | None) -> str:
@@ -92,12 +137,20 @@ def _blocks(run: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     return blocks
 
 
-def comparison_rows(found: list[Entry], reference: pd.DataFrame) -> pd.DataFrame:
-    """One row per (table, entry): ours, the paper's value and the difference, in Dice %."""
+def _paper(reference: pd.DataFrame, table: int, dataset: str, model: str,
+           compare_average: bool) -> tuple[float | None, bool]:
+    """The paper's value of a cell; its Average row stands in for a dataset it lacks only when asked."""
+    paper, is_average = paper_value(reference, table, dataset, model)
+    return (paper, is_average) if compare_average or not is_average else (None, False)
+
+
+def comparison_rows(found: list[Entry], reference: pd.DataFrame, compare_average: bool = False) -> pd.DataFrame:
+    """One row per (table, entry): ours, the paper's value and the difference, in Dice % (no paper value
+    for datasets the study did not use, unless ``compare_average``)."""
     rows = []
     for entry in found:
         for table in tables_for(reference, entry):
-            paper, is_average = paper_value(reference, table, entry.dataset, entry.model)
+            paper, is_average = _paper(reference, table, entry.dataset, entry.model, compare_average)
             difference = None if entry.dice is None or paper is None else entry.dice - paper
             rows.append({"table": table, "dataset": entry.dataset, "model": entry.model, "init": entry.init,
                          "mode": entry.mode, "shots": entry.shots, "selection": entry.selection, "ours": entry.dice,
@@ -114,7 +167,7 @@ def _column_label(cells: pd.DataFrame) -> str:
     return label + (f" {first['selection'][0].upper()}" if first["selection"] else "")
 
 
-def layout_table(table: int, reference: pd.DataFrame, compared: pd.DataFrame) -> str:
+def layout_table(table: int, reference: pd.DataFrame, compared: pd.DataFrame, compare_average: bool = False) -> str:
     """One study table with our cells filled: rows = datasets we ran, columns = the table's columns."""
     cells = reference[reference["table"] == table]
     columns = list(dict.fromkeys(zip(cells["model"], cells["init"], cells["selection"], strict=True)))
@@ -125,18 +178,19 @@ def layout_table(table: int, reference: pd.DataFrame, compared: pd.DataFrame) ->
               for m, i, s in columns]
     lines = ["| dataset | " + " | ".join(header) + " |", "|---" * (len(columns) + 1) + "|"]
     for dataset in order:
-        row = [_cell(ours, reference, table, dataset, column) for column in columns]
+        row = [_cell(ours, reference, (table, dataset, compare_average), column) for column in columns]
         lines.append(f"| {dataset} | " + " | ".join(row) + " |")
     average = [_fmt(paper_value(reference, table, "average", m)[0]) for m, _, _ in columns]
     lines.append("| *paper average* | " + " | ".join(average) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(ours: pd.DataFrame, reference: pd.DataFrame, table: int, dataset: str, column: tuple[str, ...]) -> str:
-    model, init, selection = column
+def _cell(ours: pd.DataFrame, reference: pd.DataFrame, where: tuple[int, str, bool], column: tuple[str, ...]) -> str:
+    """``where``: (table, dataset, compare_average)."""
+    (table, dataset, compare_average), (model, init, selection) = where, column
     match = ours[(ours["dataset"] == dataset) & (ours["model"] == model) & (ours["init"] == init)
                  & (ours["selection"] == selection)]
-    paper, is_average = paper_value(reference, table, dataset, model)
+    paper, is_average = _paper(reference, table, dataset, model, compare_average)
     reference_text = "–" if paper is None else ("avg " if is_average else "") + _fmt(paper)
     if not len(match) or pd.isna(match["ours"].iloc[0]):
         return f"· / {reference_text}"
@@ -145,21 +199,30 @@ def _cell(ours: pd.DataFrame, reference: pd.DataFrame, table: int, dataset: str,
     return f"**{ours_value:.2f}** / {reference_text}{difference}"
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
+def write_report(runs_dir: str | Path, out_dir: str | Path, compare_average: bool = False,
+                 datasets: Sequence[str] | None = None) -> Path:
     """Write ``report.md``, ``report.csv`` (all runs), ``comparison.csv`` (beside the paper), ``report.html``
-    and ``figures/``; returns the Markdown path."""
+    and ``figures/``; returns the Markdown path. ``compare_average``: set datasets the study did not use
+    beside its Average row; ``datasets``: report only runs of these (e.g. ``ingest.datasets``), and name
+    the datasets left out."""
     from medseg.eval.figures import write_figures
     from medseg.eval.report_html import markdown_to_html
 
-    runs = collect_runs(runs_dir)
+    found = collect_runs(runs_dir)
+    runs = [r for r in found if datasets is None or r["dataset"] in datasets]
+    left_out = sorted({r["dataset"] for r in found} - {r["dataset"] for r in runs})
     if not runs:
-        raise MedsegError(f"no evaluated runs found (expected {RUN_GLOB.replace('*', '<x>', 3)}; run "
-                          "`medseg evaluate` first)", runs_dir)
+        raise MedsegError(f"no evaluated runs found (expected {RUN_GLOB.replace('*', '<x>', 3)} for "
+                          f"{', '.join(datasets) if datasets is not None else 'any dataset'}; run `medseg evaluate` "
+                          "first)", runs_dir)
     reference = load_reference()
-    compared = comparison_rows(entries(runs), reference)
+    compared = comparison_rows(entries(runs), reference, compare_average)
     with output_dir("report", out_dir, [runs_dir]) as tmp:
         figures = write_figures(tmp / "figures", runs, compared)
-        body = _markdown(runs, compared, reference, figures)
+        body = _markdown(runs, compared, (reference, compare_average), figures)
+        if left_out:
+            body += (f"\nLeft out: runs of {', '.join(left_out)} (not in `ingest.datasets`; "
+                     "`medseg report --all-datasets` includes them).\n")
         (tmp / "report.md").write_text(body)
         (tmp / "report.html").write_text(markdown_to_html(body, tmp))
         pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_") and not isinstance(v, dict)}
@@ -168,8 +231,10 @@ def write_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir) / "report.md"
 
 
-def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: pd.DataFrame,
+def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: tuple[pd.DataFrame, bool],
               figures: list[tuple[str, str]]) -> str:
+    """``reference``: the paper's values and whether non-study datasets are set beside its Average row."""
+    (reference, compare_average), per_class = reference, class_table(runs)
     parts = ["# medseg results\n",
              "Test split; Dice per slice (the study's protocol; empty-vs-empty excluded), 95 % intervals from a "
              "patient-level bootstrap, 3-D Dice per volume, IoU, HD95 and NSD in pixels of the ingested slices.\n",
@@ -177,11 +242,19 @@ def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: pd.
     if any(r.get("synthetic_data") for r in runs):
         parts.append("> Rows marked (synthetic) use the embedded phantom, not patient data; (random init) runs "
                      "started from random weights, not SAM.\n")
+    parts.append("Epochs run (best): epochs trained, and the exported epoch numbered from 0 as in the training "
+                 "log. An interval is blank where it cannot be drawn, with the reason.\n")
+    if per_class:
+        parts += ["## Dice per class\n", "Foreground classes by their names in the dataset's label map "
+                  "(`ingest.json`); point and box models are scored on the prompted object.\n", per_class]
     parts.append("## Beside the paper\n")
-    parts.append("Cells: **ours** / paper (ours − paper), Dice %. · = not run; avg = the paper's Average row "
-                 "(for datasets the study did not use). Source: `medseg/reference/study_dice.csv`.\n")
+    average = ("avg = the paper's Average row, set beside datasets the study did not use (`--compare-average`)"
+               if compare_average else "– = no paper value (datasets the study did not use are not compared with "
+               "its Average row; `medseg report --compare-average` does)")
+    parts.append(f"Cells: **ours** / paper (ours − paper), Dice %. · = not run; {average}. "
+                 "Source: `medseg/reference/study_dice.csv`.\n")
     for table in sorted(set(compared["table"])):
-        parts += [f"### Table {table}\n", layout_table(int(table), reference, compared)]
+        parts += [f"### Table {table}\n", layout_table(int(table), reference, compared, compare_average)]
     placed = set(compared["run"])
     every_run = {f"{r['dataset']}/{r['mode']}/{r['strategy']}" for r in runs}
     if missing := sorted(every_run - placed):

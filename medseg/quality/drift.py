@@ -7,7 +7,9 @@ fetched) and ``<name>.json`` (the snapshot's metrics and tests), and returns a s
      "dataset_drift": bool, "columns": {col: {"drift_score", "drifted", "method", "threshold"}},
      "skipped_columns": {col: reason}}
 
-plus ``"skipped": reason`` (and no files) when either side has too few rows for a test.
+plus ``"skipped": reason`` (and no evidently files) when either side has too few rows for a test.
+The summary is always written too, as ``<name>_summary.json``, so a reports folder is never empty
+(DVC warns about an empty output folder) and a skipped report says why.
 
 evidently picks the test per column: for <= 1000 reference rows K-S (p-value, drift when below the
 threshold), Z-test / chi-square for <= 5 distinct values; above that, normed Wasserstein /
@@ -20,6 +22,7 @@ sent by its UI service and collector) is switched off before the import in any c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -123,10 +126,20 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, 
     """Run ``DataDriftPreset`` on the ``DRIFT_COLUMNS`` of both frames (reference vs current), write
     ``<out_dir>/<name>.html`` and ``.json`` and return the summary (see the module docstring).
 
-    Nothing is written, and ``"skipped"`` says why, when either frame has fewer than ``min_rows``
-    rows or no drift column is usable in both."""
+    The summary goes to ``<name>_summary.json`` in every case; the evidently files are not written,
+    and ``"skipped"`` says why, when either frame has fewer than ``min_rows`` rows or no drift column
+    is usable in both."""
     if not _NAME.match(name):
         raise MedsegError(f"drift report name {name!r} is not a plain file name")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    summary = _evidently_report(reference, current, Path(out_dir), name, min_rows)
+    _write_text(Path(out_dir) / f"{name}_summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _evidently_report(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, name: str,
+                      min_rows: int) -> dict[str, Any]:
+    """The evidently report's files and summary, or the summary of a skipped report."""
     usable, skipped_columns = _usable_columns(reference, current, min_rows)
     if min(len(reference), len(current)) < min_rows:
         reason = (f"too few rows for a drift test: reference {len(reference)}, current {len(current)}, "
@@ -144,7 +157,6 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, 
         snapshot = report.run(current_data=cur, reference_data=ref, name=name)
         html = snapshot.get_html_str(as_iframe=False)
     columns = _parse(snapshot.dict(), usable)
-    out_dir = Path(out_dir)
     _write_text(out_dir / f"{name}.html", html)  # Snapshot.save_html ignores a Path (str only)
     _write_text(out_dir / f"{name}.json", snapshot.json())
     return _summary(name, reference, current, columns, skipped_columns)

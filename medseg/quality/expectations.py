@@ -13,7 +13,6 @@ from typing import Any
 from medseg.data.slice_dataset import MANIFEST_COLUMNS
 from medseg.quality.tables import split_detail
 
-
 DETAILS: dict[str, Callable[[Any], str]] = {"split_fractions": split_detail}  # plainer than GX's wording
 
 

@@ -4,9 +4,10 @@ great-expectations checks on the manifest and per-slice statistics (blocking or 
 ``validate.checks`` in params.yaml) and evidently drift reports (train vs test, and optionally vs
 another dataset; always warnings). Output directory::
 
-    validation.json   DVC metrics: passed, counts, per-check booleans, drift shares
+    validation.json   DVC metrics, the headline only: passed, counts, the names of failed checks
     summary.md        what failed, with example rows (a Kubeflow Markdown artifact too)
-    reports/          drift reports as HTML (people) and JSON (machines)
+    reports/          checks.json (every check's result, drift shares), drift reports as HTML (people)
+                      and JSON (machines)
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def validate(dataset: str, data_dir: str | Path, out_dir: str | Path, settings: 
         (tmp / "reports").mkdir()
         drift = _drift(data, tmp / "reports", reference)
         result = _metrics(dataset, results, blocking, warnings, drift)
-        (tmp / "validation.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        headline = {key: result[key] for key in HEADLINE}
+        (tmp / "validation.json").write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
+        (tmp / "reports" / "checks.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         (tmp / "summary.md").write_text(markdown_summary(dataset, results, modes, drift))
     if blocking:
         names = ", ".join(r.name for r in blocking)
@@ -98,11 +101,15 @@ def validate(dataset: str, data_dir: str | Path, out_dir: str | Path, settings: 
     return result
 
 
+HEADLINE = ("dataset", "passed", "num_blocking_failures", "num_warnings", "num_checks", "failed_checks")
+
+
 def _metrics(dataset: str, results: list[CheckResult], blocking: list[CheckResult], warnings: list[CheckResult],
              drift: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "dataset": dataset, "passed": not blocking, "num_blocking_failures": len(blocking),
         "num_warnings": len(warnings) + sum(bool(d.get("drifted_columns")) for d in drift),
+        "num_checks": len(results), "failed_checks": ", ".join(r.name for r in results if not r.passed),
         "checks": {r.name: r.passed for r in results},
         "drift": {d["name"]: {"share_drifted": d.get("share_drifted", 0.0), "skipped": bool(d.get("skipped"))}
                   for d in drift},

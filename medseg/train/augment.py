@@ -1,4 +1,5 @@
-"""Intensity augmentations of the study: histogram equalisation and colour jitter.
+"""Training augmentations: the study's histogram equalisation and colour jitter (preset ``paper``), and
+the released code's intensity + spatial pipeline (preset ``released_code``).
 
 Images are float tensors ``(B, 3, S, S)`` in 0-255 whose three channels are the same grayscale slice (the
 format of ``SliceDataset``). Masks are never touched: both transforms change intensities only.
@@ -13,16 +14,27 @@ format of ``SliceDataset``). Masks are never touched: both transforms change int
 
 Randomness comes only from the ``torch.Generator`` passed to ``__call__`` (exact resume): the jitter runs
 inside ``torch.random.fork_rng`` seeded from that generator, so the global torch RNG is left unchanged.
+
+``ReleasedCodeAugmentation`` wraps the training slices instead (a spatial transform must move the mask
+too, and prompts are simulated on the moved mask, as in the released code): per slice, the intensity
+transforms above, then torchvision's ``RandomResizedCrop`` and ``RandomRotation`` with one draw for image
+and mask, each slice's draws depending only on (seed, epoch, slice).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from monai.transforms import HistogramNormalize
 from monai.utils import convert_to_tensor
-from torchvision.transforms import v2
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
 
 MAX_INTENSITY = 255.0
+AUGMENT_STREAM = 2  # random stream of per-slice augmentation (the prompt streams are 0 and 1)
 
 
 class StudyAugmentation:
@@ -78,3 +90,41 @@ class StudyAugmentation:
             return image
         equalized = convert_to_tensor(self._equalize(channel), dtype=torch.float32, track_meta=False)
         return equalized.unsqueeze(0).expand(3, -1, -1)
+
+
+def slice_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, slice index)."""
+    state = np.random.SeedSequence([seed, AUGMENT_STREAM, epoch, index]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class ReleasedCodeAugmentation(Dataset):
+    """The released code's training augmentation of ``base``'s ``(image (3, S, S) 0-255, mask (S, S))`` items,
+    in its order: equalisation + jitter (``intensity``), then ``RandomResizedCrop(size, scale=crop_scale)``
+    and ``RandomRotation(max_rotation_deg)`` with one draw for image (bilinear) and mask (nearest), 0 outside
+    the rotated slice. A slice whose foreground the crop removes keeps its geometry (prompts need one)."""
+
+    def __init__(self, base: Any, intensity: StudyAugmentation, size: int, crop_scale: tuple[float, float],
+                 max_rotation_deg: float, seed: int) -> None:
+        self.base, self.intensity, self.seed, self.epoch = base, intensity, seed, 0
+        self.spatial = v2.Compose([
+            v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
+            v2.RandomRotation(max_rotation_deg, interpolation=InterpolationMode.BILINEAR, fill=0)])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.base[index]
+        generator = slice_generator(self.seed, self.epoch, index)
+        image = self.intensity(image.unsqueeze(0), generator)[0]
+        spatial_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spatial_seed)
+            moved_image, moved_mask = self.spatial(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        if bool(mask.any()) and not bool(moved_mask.any()):
+            return image, mask
+        return moved_image.as_subclass(torch.Tensor).clamp(0.0, MAX_INTENSITY), moved_mask.as_subclass(torch.Tensor)

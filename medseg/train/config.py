@@ -15,17 +15,48 @@ from medseg.models.segmenter import MODES
 from medseg.models.strategies import PeftConfig
 from medseg.train.fingerprint import data_fingerprint, weights_fingerprint
 from medseg.train.prompted import PromptSettings
+from medseg.train.prompts import BOX_PRESETS
 from medseg.train.runtime import PRECISIONS
+
+AUGMENT_PRESETS = ("paper", "released_code")
+LR_SCHEDULES = ("constant", "poly")
+POLY_POWER = 0.9  # the released code's decay: lr x (1 - t/T)^0.9
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The study's augmentations: histogram equalisation and colour jitter (intensity only)."""
+    """Training augmentations (``medseg.train.augment``). ``paper``: histogram equalisation and colour
+    jitter (intensity only); ``released_code``: the same, then the released code's random resized crop
+    (area ``crop_scale``) and rotation (up to ``max_rotation_deg``) of image and mask alike."""
 
     enabled: bool
     equalize_probability: float
     brightness: float
     contrast: float
+    preset: str = "paper"
+    crop_scale: tuple[float, float] = (0.5, 1.5)
+    max_rotation_deg: float = 45.0
+
+    @classmethod
+    def from_params(cls, augment: dict[str, Any]) -> AugmentConfig:
+        values = dict(augment)
+        if "crop_scale" in values:
+            values["crop_scale"] = tuple(values["crop_scale"])
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse values the transforms would reject mid-run, naming the params key."""
+        key = "finetune.augment"
+        for name, value, high in (("brightness", self.brightness, None), ("contrast", self.contrast, None),
+                                  ("equalize_probability", self.equalize_probability, 1.0),
+                                  ("max_rotation_deg", self.max_rotation_deg, 180.0)):
+            _check_float(f"{key}.{name}", value, 0.0, high=high)
+        if self.preset not in AUGMENT_PRESETS:
+            raise MedsegError(f"must be one of {list(AUGMENT_PRESETS)}, got {self.preset!r}", f"{key}.preset")
+        low, high = self.crop_scale
+        if not 0 < low < high:
+            raise MedsegError(f"must be [low, high] with 0 < low < high, got {list(self.crop_scale)}",
+                              f"{key}.crop_scale")
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,7 @@ class TrainConfig:
     precision: str = "fp32"
     fused_attention: bool = True
     activation_checkpointing: bool = False
+    lr_schedule: str = "constant"
 
     @classmethod
     def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
@@ -74,13 +106,14 @@ class TrainConfig:
             checkpoint=finetune.get("checkpoint") or None,
             encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
             embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
-            augment=AugmentConfig(**finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
+            augment=AugmentConfig.from_params(finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
             seed=int(params["seed"]), peft=PeftConfig.from_params(params["models"]), mode=mode,
             init=str(finetune.get("init", "sam")),
             prompts=PromptSettings(**finetune.get("prompts", {})), device=str(finetune.get("device", "auto")),
             precision=str(finetune.get("precision", "fp32")),
             fused_attention=bool(finetune.get("fused_attention", True)),
             activation_checkpointing=bool(finetune.get("activation_checkpointing", False)),
+            lr_schedule=str(finetune.get("lr_schedule", "constant")),
         )
 
     def __post_init__(self) -> None:
@@ -93,11 +126,15 @@ class TrainConfig:
             ("finetune.num_classes", self.num_classes, 2, MAX_CLASSES), ("seed", self.seed, 0, 2**63 - 1),
         ):
             _check_int(key, value, low, high)
-        for key, value, low in (("finetune.lr", self.lr, 0.0), ("finetune.weight_decay", self.weight_decay, 0.0),
-                                ("finetune.augment.brightness", self.augment.brightness, 0.0),
-                                ("finetune.augment.contrast", self.augment.contrast, 0.0)):
-            _check_float(key, value, low, strict=key == "finetune.lr")
-        _check_float("finetune.augment.equalize_probability", self.augment.equalize_probability, 0.0, high=1.0)
+        _check_float("finetune.lr", self.lr, 0.0, strict=True)
+        _check_float("finetune.weight_decay", self.weight_decay, 0.0)
+        self.augment.check()
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MedsegError(f"must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}", "finetune.lr_schedule")
+        if self.prompts.box_preset not in BOX_PRESETS:
+            raise MedsegError(f"must be one of {list(BOX_PRESETS)}, got {self.prompts.box_preset!r}",
+                              "finetune.prompts.box_preset")
+        _check_int("finetune.prompts.largest_regions", self.prompts.largest_regions, 1, None)
         if self.mode not in MODES:
             raise MedsegError(f"unknown mode '{self.mode}'; known: {list(MODES)}")
         if self.precision not in PRECISIONS:
@@ -132,3 +169,33 @@ def _check_float(key: str, value: object, low: float, strict: bool = False, high
 def warmup_factor(step: int, warmup_iters: int) -> float:
     """Linear warm-up from 1/warmup_iters to 1 over ``warmup_iters`` optimiser steps, then 1."""
     return 1.0 if warmup_iters <= 0 else min(1.0, (step + 1) / warmup_iters)
+
+
+@dataclass
+class WarmupSchedule:
+    """``LambdaLR`` factor of optimiser step ``step``: linear warm-up over ``warmup_iters`` steps, then
+    ``constant`` (1) or ``poly``, the released code's decay ``(1 - (step - warmup_iters) / total_steps)^0.9``
+    where ``total_steps`` is every optimiser step of ``max_epochs`` epochs (``set_total_steps``; with early
+    stopping the decay is still spread over max_epochs, as in the released code). A callable object, not a
+    function, so that ``LambdaLR.state_dict`` saves its fields with the training state (exact resume)."""
+
+    warmup_iters: int
+    kind: str = "constant"
+    total_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_iters or self.kind == "constant":
+            return warmup_factor(step, self.warmup_iters)
+        decayed = step - self.warmup_iters
+        if decayed == 0:
+            return 1.0
+        if self.total_steps <= 0:
+            raise MedsegError("the poly learning-rate schedule needs the run's total optimiser steps (set_total_steps)")
+        return max(0.0, 1.0 - decayed / self.total_steps) ** POLY_POWER
+
+
+def set_total_steps(scheduler: Any, total_steps: int) -> None:
+    """Give the ``WarmupSchedule`` factors of a ``LambdaLR`` the run's total optimiser steps."""
+    for factor in scheduler.lr_lambdas:
+        if isinstance(factor, WarmupSchedule):
+            factor.total_steps = int(total_steps)

@@ -96,6 +96,7 @@ def _on_main(runtime: Runtime, enter: Callable[[], contextlib.AbstractContextMan
 def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resume: bool,
          runtime: Runtime) -> dict[str, Any]:
     config = run.config
+    run_started = time.perf_counter()  # the whole run: data checks, model, embedding cache, training
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if config.num_threads > 0:
@@ -106,7 +107,7 @@ def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resu
     fingerprint = config.fingerprint(run.dataset, run.strategy.name, data_dir)
     start, stopping, history = start_or_resume(run.work, resume, fingerprint, engine, config, generators)
     train_set, val_set = load_datasets(splits, engine, config, cache_root)
-    started = time.perf_counter()
+    epochs_started = time.perf_counter()
     with _live(run.work, runtime) as live:
         for entry in history:  # a resumed run replays its curves, then goes on
             _log(live, entry)
@@ -116,7 +117,7 @@ def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resu
             history.append(_epoch(engine, train_set, val_set, config, epoch, generators))
             _log(live, history[-1])
             _commit(run, engine, stopping, history, generators, fingerprint)
-    summary = _summary(run, stopping, len(history), engine, started)
+    summary = _summary(run, stopping, len(history), engine, (run_started, epochs_started))
     if out_dir is not None:  # rank 0
         _publish(run.work, out_dir, summary, best_file(stopping.best_epoch))
     runtime.barrier()
@@ -189,14 +190,18 @@ def _peak_memory_mb(device: torch.device) -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine, started: float) -> dict[str, Any]:
+def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine,
+             started: tuple[float, float]) -> dict[str, Any]:
+    """``started``: when the run began and when its epochs began (after the model and the embedding cache)."""
     total, trainable = count_parameters(engine.model)
+    now = time.perf_counter()
     runtime, config = engine.runtime, run.config
     return {
         "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "best_epoch": stopping.best_epoch,
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
         "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
         "random_init": config.checkpoint is None, "device": runtime.device.type, "processes": runtime.world_size,
-        "precision": config.precision, "wall_time_s": round(time.perf_counter() - started, 2),
+        "precision": config.precision, "wall_time_s": round(now - started[0], 2),
+        "epochs_time_s": round(now - started[1], 2),
         "peak_memory_mb": _peak_memory_mb(runtime.device),
     }

@@ -22,10 +22,14 @@ from medseg.train.prompts import sample_prompt
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """The study's prompt simulation: box noise std = fraction x side, capped at ``box_max_noise`` px."""
+    """The prompt simulation (``finetune.prompts``): the paper's boxes (Gaussian noise, std = fraction x
+    side, capped at ``box_max_noise`` px) or, with ``box_preset`` released_code, the released code's (the
+    ``largest_regions`` largest regions, outward noise up to fraction x side; see ``medseg.train.prompts``)."""
 
     box_noise_fraction: float = 0.1
     box_max_noise: float = 20.0
+    box_preset: str = "paper"
+    largest_regions: int = 3
 
 
 class PromptedDataset(Dataset):
@@ -41,6 +45,8 @@ class PromptedDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):  # e.g. per-epoch augmentation of the base slices
+            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -48,8 +54,9 @@ class PromptedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         inputs, mask = self.base[self.indices[index]]
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, index])
-        target, prompt = sample_prompt(mask.numpy(), rng, self.kind, self.settings.box_noise_fraction,
-                                       self.settings.box_max_noise)
+        settings = self.settings
+        target, prompt = sample_prompt(mask.numpy(), rng, self.kind, settings.box_noise_fraction,
+                                       settings.box_max_noise, settings.box_preset, settings.largest_regions)
         coordinates = prompt.box if self.kind == "box" else prompt.points[0]
         return inputs, torch.from_numpy(target.astype(np.int64)), torch.from_numpy(coordinates.copy())
 

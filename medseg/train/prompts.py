@@ -6,6 +6,13 @@ SAM's strategy: the tight box plus Gaussian noise on each coordinate with std = 
 box side along that axis, each offset capped at ``max_noise`` pixels. Point prompts are sampled uniformly
 among the region's pixels whose distance to the region's edge is strictly above the median distance.
 
+The ``released_code`` box preset follows the study's released code (``get_top_boxes`` with
+``region_type='largest_3'`` and ``MaskToBoxSimple``) instead: the target is the union of up to
+``largest_regions`` largest regions of the chosen class (ties: label order), and each side of its tight
+box moves outward by a uniform draw in [0, ``noise_fraction`` x (max - min coordinate)] (no pixel cap).
+The released code gives the prompt encoder one such box per region; our models take one box, so it
+spans the union of those regions.
+
 Coordinates are in the mask's pixel frame (x = column, y = row); callers rescale them to the model's input
 frame when the two differ.
 """
@@ -19,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 PromptKind = Literal["box", "point"]
+BOX_PRESETS = ("paper", "released_code")
 # 8-connectivity in 2-D (3x3 block of ones).
 CONNECTIVITY = ndimage.generate_binary_structure(2, 2)
 
@@ -119,26 +127,61 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return [labelled == index for index in range(1, count + 1)]
 
 
+def largest_regions(mask: np.ndarray, count: int) -> np.ndarray:
+    """Boolean union of the ``count`` largest 8-connected foreground regions (all when fewer; equal sizes
+    in label order)."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    regions = components(mask)
+    ranked = sorted(range(len(regions)), key=lambda index: -int(regions[index].sum()))
+    return np.logical_or.reduce([regions[index] for index in ranked[:count]])
+
+
+def outward_box(mask: np.ndarray, rng: np.random.Generator, noise_fraction: float = 0.1,
+                image_size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """The released code's box: the tight box with each side moved outward by ``U(0, 1) x noise_fraction x
+    (max - min)`` of its axis, clipped to the image; float32 ``(x0, y0, x1, y1)``."""
+    if noise_fraction < 0:
+        raise ValueError(f"noise_fraction must be >= 0, got {noise_fraction}")
+    x0, y0, x1, y1 = tight_box(mask)
+    reach = noise_fraction * np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0], dtype=np.float64)
+    noisy = np.array([x0, y0, x1, y1], dtype=np.float64) + np.array([-1, -1, 1, 1]) * reach * rng.random(4)
+    size = image_size if image_size is not None else np.shape(mask)
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    noisy[[0, 2]] = np.clip(noisy[[0, 2]], 0, width - 1)
+    noisy[[1, 3]] = np.clip(noisy[[1, 3]], 0, height - 1)
+    return noisy.astype(np.float32)
+
+
 def sample_prompt(
     label_mask: np.ndarray,
     rng: np.random.Generator,
     kind: PromptKind,
     noise_fraction: float = 0.1,
     max_noise: float = 20.0,
+    box_preset: str = "paper",
+    regions: int = 3,
 ) -> tuple[np.ndarray, Prompt]:
     """A random object's region and its prompt: ``(binary target uint8 (H, W), Prompt)``.
 
     Picks a foreground class uniformly among those present in ``label_mask`` (0 is background), then one of
-    its connected regions uniformly; the target is that region alone.
+    its connected regions uniformly; the target is that region alone. A box with ``box_preset`` released_code
+    targets the union of the class's ``regions`` largest regions instead (``outward_box``).
     """
     if kind not in ("box", "point"):
         raise ValueError(f"prompt kind must be 'box' or 'point', got {kind!r}")
+    if box_preset not in BOX_PRESETS:
+        raise ValueError(f"box_preset must be one of {list(BOX_PRESETS)}, got {box_preset!r}")
     label_mask = np.asarray(label_mask)
     _binary(label_mask)  # checks the shape and that there is foreground
     classes = np.unique(label_mask[label_mask > 0])
     label = int(classes[rng.integers(classes.size)])
-    regions = components(label_mask == label)
-    region = regions[int(rng.integers(len(regions)))]
+    if kind == "box" and box_preset == "released_code":
+        target = largest_regions(label_mask == label, regions)
+        box = outward_box(target, rng, noise_fraction, image_size=label_mask.shape)
+        return target.astype(np.uint8), Prompt(kind="box", label=label, box=box)
+    regions_of_class = components(label_mask == label)
+    region = regions_of_class[int(rng.integers(len(regions_of_class)))]
     if kind == "box":
         box = noisy_box(region, rng, noise_fraction, max_noise, image_size=label_mask.shape)
         prompt = Prompt(kind="box", label=label, box=box)

@@ -16,7 +16,8 @@ from medseg.data.slice_dataset import SliceDataset, read_manifest
 from medseg.errors import MedsegError
 from medseg.models.factory import build_model
 from medseg.models.strategies import Strategy
-from medseg.train.config import TrainConfig, warmup_factor
+from medseg.train.batches import count
+from medseg.train.config import TrainConfig, WarmupSchedule, set_total_steps
 from medseg.train.fingerprint import changed_parts
 from medseg.train.loop import Engine
 from medseg.train.runtime import Runtime
@@ -25,17 +26,33 @@ from medseg.train.state import STATE_FILE, EarlyStopping, Generators, read_state
 TRAIN_STREAM, VAL_STREAM = 0, 1  # prompt random streams
 
 
+def _intensity(config: TrainConfig) -> Any:
+    from medseg.train.augment import StudyAugmentation
+
+    a = config.augment
+    return StudyAugmentation(a.equalize_probability, a.brightness, a.contrast, config.seed)
+
+
 def _augmenter(config: TrainConfig, cached: bool) -> Any:
+    """The batch augmentation of the ``paper`` preset (``released_code`` augments slices: ``_augmented``)."""
     if not config.augment.enabled:
         return None
     if cached:
         warnings.warn("finetune.embedding_cache trains on augmentation-free embeddings: augmentations are off "
                       "for this decoder-only run", stacklevel=3)
         return None
-    from medseg.train.augment import StudyAugmentation
+    return _intensity(config) if config.augment.preset == "paper" else None
 
+
+def _augmented(train: SliceDataset, base: Any, config: TrainConfig, embedded: bool) -> Any:
+    """``base`` (the train slices' items) with the ``released_code`` preset's per-slice augmentation, when on."""
     a = config.augment
-    return StudyAugmentation(a.equalize_probability, a.brightness, a.contrast, config.seed)
+    if not a.enabled or a.preset != "released_code" or embedded:
+        return base
+    from medseg.train.augment import ReleasedCodeAugmentation
+
+    return ReleasedCodeAugmentation(base, _intensity(config), int(train.images.shape[-1]), a.crop_scale,
+                                    a.max_rotation_deg, config.seed)
 
 
 def _speed_ups(model: torch.nn.Module, config: TrainConfig) -> None:
@@ -58,7 +75,7 @@ def build_engine(strategy: Strategy, image_size: int, config: TrainConfig, runti
     trainable = [p for p in model.parameters() if p.requires_grad]
     fused = {"fused": True} if runtime.device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, config.warmup_iters))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupSchedule(config.warmup_iters, config.lr_schedule))
     cached = config.embedding_cache and strategy.component == "dec"
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=1.0, lambda_ce=1.0)
     return Engine(model, runtime.wrap(model), optimizer, scheduler, loss_fn, runtime, cached,
@@ -134,7 +151,16 @@ def open_splits(data_dir: Path, config: TrainConfig) -> dict[str, SliceDataset]:
 
 def load_datasets(splits: dict[str, SliceDataset], engine: Engine, config: TrainConfig,
                   cache_root: Path) -> tuple[Any, Any]:
-    """Train and validation sets; with the embedding cache, rank 0 fills it before the others read it."""
+    """Train and validation sets (the train set augmented per slice by the ``released_code`` preset); with
+    the embedding cache, rank 0 fills it before the others read it. The learning-rate schedule learns
+    the run's total optimiser steps (max_epochs x batches per epoch) here."""
+    train, val = _datasets(splits, engine, config, cache_root)
+    set_total_steps(engine.scheduler, config.max_epochs * count(train, config.batch_size))
+    return train, val
+
+
+def _datasets(splits: dict[str, SliceDataset], engine: Engine, config: TrainConfig,
+              cache_root: Path) -> tuple[Any, Any]:
     bases: dict[str, Any] = dict(splits)
     if engine.embedded:
         from medseg.train.embedding_cache import CachedEmbeddingDataset, EmbeddingCache
@@ -145,6 +171,7 @@ def load_datasets(splits: dict[str, SliceDataset], engine: Engine, config: Train
                 bases = {name: CachedEmbeddingDataset(split, cache, config.batch_size)
                          for name, split in splits.items()}
             engine.runtime.barrier()
+    bases["train"] = _augmented(splits["train"], bases["train"], config, engine.embedded)
     if config.mode == "automated":
         return bases["train"], bases["val"]
     from medseg.train.prompted import prompted_split

@@ -201,3 +201,39 @@ def test_volume_to_slices_resizes_and_keeps_labels() -> None:
     assert images.dtype == masks.dtype == np.uint8
     assert set(np.unique(masks).tolist()) == {0, 2}
     assert (masks[0] == 2).sum() == 4 * 9, "nearest resize doubles each side of the 3x3 block"
+
+
+def test_summary_counts_slices_kept_and_dropped_per_case(phantom_raw: Path, ingested_sample: Path) -> None:
+    summary = json.loads((ingested_sample / "ingest.json").read_text())
+    counts, manifest = summary["slice_counts"], _manifest(ingested_sample)
+    assert counts["drop_rule"] == "empty mask" and summary["orientation"] == "RAS+"
+    assert {case: c["kept"] for case, c in counts["per_case"].items()} == manifest["case"].value_counts().to_dict()
+    assert all(c["kept"] + c["dropped"] == 8 for c in counts["per_case"].values())  # 8 axial slices per case
+    assert counts["dropped"] == 6 * 8 - len(manifest) > 0 and counts["cases_without_slices"] == []
+
+
+def test_a_case_left_without_slices_is_named(tmp_path: Path, write_msd: Callable[..., Path],
+                                             params_dict: dict[str, Any], capsys: Any) -> None:
+    image = np.random.default_rng(0).normal(size=(8, 8, 3)).astype(np.float32)
+    label = np.zeros((8, 8, 3), dtype=np.uint8)
+    label[2:5, 2:5, 1] = 1
+    cases = [("case_001", image, label), ("case_002", image, np.zeros_like(label))]
+    raw = write_msd(tmp_path / "raw", cases)
+    summary = ingest_dataset("hand", raw, tmp_path / "out", _protocol_params(params_dict, image_size=8), seed=0)
+    counts = summary["slice_counts"]
+    assert counts["per_case"] == {"case_001": {"kept": 1, "dropped": 2}, "case_002": {"kept": 0, "dropped": 3}}
+    assert counts["cases_without_slices"] == ["case_002"] and set(_manifest(tmp_path / "out")["case"]) == {"case_001"}
+    assert "1 case(s) had no slice left: case_002" in capsys.readouterr().out
+
+
+def test_2d_images_are_stored_as_the_file_shows_them(tmp_path: Path, params_dict: dict[str, Any]) -> None:
+    from layouts import us_breast
+
+    us_breast(tmp_path / "raw")
+    params = {**params_dict["ingest"], "image_size": 16, "workers": 1}
+    summary = ingest_dataset("us_breast", tmp_path / "raw", tmp_path / "out", params, seed=0)
+    masks = np.load(tmp_path / "out" / "masks.npy")
+    assert summary["orientation"] == "file"
+    assert masks[0, 4:10, 4:10].all() and not masks[0, :4].any()  # rows 4-9 of the PNG are rows 4-9 here
+    assert summary["slice_counts"]["cases_without_slices"] == [c for c in summary["slice_counts"]["per_case"]
+                                                                if "normal" in c] != []

@@ -26,7 +26,8 @@ SETTINGS = ScoreSettings(num_classes=2, bootstrap_samples=200)
 def runs(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
-    export_checkpoint(SamSegmenter("vit_t", 64, 2), root / "model.pt", SPEC, {"mode": "automated", "epoch": 0})
+    export_checkpoint(SamSegmenter("vit_t", 64, 2), root / "model.pt", SPEC, {"mode": "automated", "epoch": 1})
+    (root / "train_summary.json").write_text(json.dumps({"best_epoch": 1, "epochs_run": 3, "stopped_early": False}))
     evaluate("sample", "vit_t_dec_vanilla", ingested_sample, root / "model.pt",
              root / "runs/sample/automated/vit_t_dec_vanilla/eval", SETTINGS, batch_size=4)
     return root / "runs"
@@ -52,9 +53,32 @@ def test_evaluate_scores_each_test_volume_in_3d(runs: Path, ingested_sample: Pat
     per_volume = pd.read_parquet(eval_dir / "per_volume.parquet")
     per_slice = pd.read_parquet(eval_dir / "per_slice.parquet")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
+    details = json.loads((eval_dir / "metrics_details.json").read_text())
     assert sorted(per_volume["case"]) == sorted(per_slice["case"].unique())
-    assert per_volume["num_slices"].sum() == len(per_slice) and metrics["num_volumes"] == len(per_volume)
+    assert per_volume["num_slices"].sum() == len(per_slice) and details["num_volumes"] == len(per_volume)
     assert metrics["dice_volume_mean"] == pytest.approx(per_volume["dice_mean"].mean())
+
+
+def test_metrics_json_holds_the_headline_and_the_details_file_the_rest(runs: Path) -> None:
+    eval_dir = runs / "sample/automated/vit_t_dec_vanilla/eval"
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    details = json.loads((eval_dir / "metrics_details.json").read_text())
+    assert not set(metrics) & set(details) and len(metrics) <= 20  # one short row in `dvc metrics show`
+    assert all(not isinstance(v, dict | list) for v in metrics.values())
+    assert (metrics["epochs_run"], metrics["best_epoch"]) == (3, 1)  # train_summary.json beside model.pt
+    assert details["dice_ci_note"] == "one test patient: no interval" and details["class_names"] == {"1": "lesion"}
+    lesion = details["per_class"]["lesion"]
+    per_slice = pd.read_parquet(eval_dir / "per_slice.parquet")
+    assert lesion["dice_mean"] == pytest.approx(per_slice["dice_class_1"].mean())
+    assert lesion["num_scored_slices"] == per_slice["dice_class_1"].notna().sum()
+
+
+def test_a_train_summary_of_another_model_is_not_used(ingested_sample: Path, tmp_path: Path) -> None:
+    export_checkpoint(SamSegmenter("vit_t", 64, 2), tmp_path / "model.pt", SPEC, {"epoch": 4})
+    (tmp_path / "train_summary.json").write_text(json.dumps({"best_epoch": 2, "epochs_run": 9}))
+    metrics = evaluate("sample", "s", ingested_sample, tmp_path / "model.pt", tmp_path / "eval", SETTINGS, 8,
+                       overlay_slices=1)
+    assert metrics["best_epoch"] == 4 and metrics["epochs_run"] is None
 
 
 def test_overlays_are_drawn(runs: Path) -> None:
@@ -74,8 +98,11 @@ def test_evaluate_refuses_a_model_of_another_input_size(ingested_sample: Path, t
 def test_report_tables_every_run(runs: Path, tmp_path: Path) -> None:
     table = write_report(runs, tmp_path / "report").read_text()
     metrics = json.loads((runs / "sample/automated/vit_t_dec_vanilla/eval/metrics.json").read_text())
-    row = f"| sample (synthetic) | automated | vit_t_dec_vanilla | sam | all | {100 * metrics['dice_mean']:.2f}"
-    assert row in table
+    row = (f"| sample (synthetic) | automated | vit_t_dec_vanilla | sam | all | {100 * metrics['dice_mean']:.2f} "
+           "(one test patient: no interval) |")
+    assert row in table and table.split(row)[1].split("\n")[0].endswith("| 3 (best 1) |")
+    assert "## Dice per class" in table and "| sample | automated | vit_t_dec_vanilla | lesion |" in table
+    assert "avg" not in table  # the sample is not a study dataset: no comparison with the paper's Average
     assert "not patient data" in table and "### Table 6" in table  # ViT-T automated from SAM's weights
     assert len(pd.read_csv(tmp_path / "report/report.csv")) == 1
 

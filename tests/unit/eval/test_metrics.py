@@ -97,3 +97,35 @@ def test_bootstrap_interval_over_patients() -> None:
     narrower = bootstrap_ci(values, ScoreSettings(num_classes=2, bootstrap_samples=2000, seed=3, confidence=0.5))
     assert low < narrower[0] < narrower[1] < high
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.7]), settings))
+
+
+def test_scoring_silences_exactly_monai_s_get_mask_edges_deprecation() -> None:
+    import warnings
+
+    import pandas as pd
+
+    from medseg.eval.predict import Predictions
+    from medseg.eval.scoring import per_slice_table
+
+    truth = np.zeros((3, 16, 16), np.uint8)
+    truth[:, 3:9, 3:9] = 1
+    predicted = np.roll(truth, 2, axis=2)
+    manifest = pd.DataFrame({"row": [0, 1, 2], "patient": ["a", "a", "b"], "case": ["a", "a", "b"],
+                             "slice_index": [0, 1, 0]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = per_slice_table(manifest, np.arange(3), Predictions(truth, {"argmax": predicted}),
+                                ScoreSettings(num_classes=2))
+        warnings.warn("another FutureWarning", FutureWarning, stacklevel=1)  # still shown
+    messages = [str(w.message) for w in caught]
+    assert table["hd95_class_1"].notna().all()  # HD95 and NSD ran (they call MONAI's get_mask_edges)
+    assert not any("always_return_as_numpy" in m for m in messages) and "another FutureWarning" in messages
+
+
+def test_a_blank_interval_says_why() -> None:
+    from medseg.eval.scoring import ci_note
+
+    assert ci_note(np.array([0.5])) == "one test patient: no interval"
+    assert ci_note(np.array([0.5, np.nan])) == "one test patient with a score: no interval"
+    assert ci_note(np.array([np.nan, np.nan])) == "no scored slice: no interval"
+    assert ci_note(np.array([0.5, 0.7])) is None

@@ -49,11 +49,12 @@ def test_constant_columns_do_not_crash_and_a_changed_constant_drifts(tmp_path: P
     assert not summary["columns"]["width"]["drifted"]
 
 
-def test_too_few_rows_are_skipped_without_files(tmp_path: Path) -> None:
+def test_too_few_rows_are_skipped_with_only_the_summary_written(tmp_path: Path) -> None:
     out = tmp_path / "reports"
     summary = drift_report(_frame(4, n=50), _frame(5, n=1), out, "tiny")
     assert "too few rows" in summary["skipped"] and summary["columns"] == {} and summary["drifted_columns"] == []
-    assert not out.exists()
+    assert [p.name for p in out.iterdir()] == ["tiny_summary.json"]  # never an empty folder (DVC warns)
+    assert json.loads((out / "tiny_summary.json").read_text()) == summary
 
 
 def test_missing_and_empty_columns_are_recorded_as_skipped(tmp_path: Path) -> None:
@@ -68,8 +69,9 @@ def test_within_and_between_dataset_names(tmp_path: Path) -> None:
     between = between_datasets_drift(_frame(9), _frame(10, offset=40.0), tmp_path, "sample")
     assert (within["name"], within["reference_rows"], within["current_rows"]) == ("drift_train_vs_test", 100, 100)
     assert between["name"] == "drift_vs_sample" and "intensity_mean" in between["drifted_columns"]
-    assert {p.name for p in tmp_path.iterdir()} == {f"{n}.{e}" for n in (within["name"], between["name"])
-                                                    for e in ("html", "json")}
+    assert {p.name for p in tmp_path.iterdir()} == {f"{n}{e}" for n in (within["name"], between["name"])
+                                                    for e in (".html", ".json", "_summary.json")}
+    assert json.loads((tmp_path / "drift_vs_sample_summary.json").read_text()) == between
 
 
 def test_a_name_with_a_path_is_refused(tmp_path: Path) -> None:

@@ -132,7 +132,10 @@ def test_clean_dataset_passes_every_check(copies: tuple[Path, Path], tmp_path: P
     raw, data = copies
     result = validate("sample", data, tmp_path / "out", _settings(), raw)
     assert result["passed"] and all(result["checks"].values()) and len(result["checks"]) == 12
-    assert json.loads((tmp_path / "out/validation.json").read_text()) == result
+    assert json.loads((tmp_path / "out/reports/checks.json").read_text()) == result
+    assert json.loads((tmp_path / "out/validation.json").read_text()) == {
+        "dataset": "sample", "passed": True, "num_blocking_failures": 0, "num_warnings": result["num_warnings"],
+        "num_checks": 12, "failed_checks": ""}
     assert "FAIL" not in (tmp_path / "out/summary.md").read_text()
 
 
@@ -144,7 +147,7 @@ def test_planted_defect_fails_its_named_check(defect: str, copies: tuple[Path, P
     plant(raw, data, settings)
     with pytest.raises(MedsegError, match=rf"validation failed: .*{check}"):
         validate("sample", data, tmp_path / "out", settings, raw)
-    written = json.loads((tmp_path / "out/validation.json").read_text())
+    written = json.loads((tmp_path / "out/reports/checks.json").read_text())
     assert written["passed"] is False and written["checks"][check] is False
     assert f"| {check} | FAIL | block |" in (tmp_path / "out/summary.md").read_text()
 
