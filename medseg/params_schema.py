@@ -169,7 +169,7 @@ class FinetuneParams(Section):
     checkpoint: str | None = None
     encoder_checkpoint: str | None = None
     init: Name = "sam"
-    num_classes: int = Field(ge=2, le=255)
+    classes: dict[Name, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
     max_epochs: int = Field(ge=1)
     early_stopping_patience: int = Field(ge=0)
     batch_size: int = Field(ge=1)
@@ -273,6 +273,10 @@ def quantity_mb(quantity: str) -> int:
     return int(float(match.group(1)) * UNITS[match.group(3) or ""] // 2**20)
 
 
+REMOVED = {("finetune", "num_classes"): "no longer a setting: each dataset brings its classes (its label map, in "
+                                      "ingest.json); to train fewer, list them in finetune.classes.<dataset>"}
+
+
 def _location(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
@@ -280,7 +284,7 @@ def _location(error: dict[str, Any]) -> str:
 def _problem(error: dict[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return "unknown setting (a typo?)"
+        return REMOVED.get(tuple(error["loc"]), "unknown setting (a typo?)")
     if error["type"] == "missing":
         return "missing setting"
     if error["type"] == "value_error":  # our own checks name the value already

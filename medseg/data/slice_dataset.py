@@ -75,12 +75,17 @@ class SliceDataset(Dataset):
     """Slices of one split: ``(image float32 (3, S, S) in 0-255, mask int64 (S, S))``; with
     ``fewshot`` only the split's few-shot selection (the manifest's ``fewshot`` column)."""
 
-    def __init__(self, data_dir: str | Path, split: str, fewshot: bool = False) -> None:
+    def __init__(self, data_dir: str | Path, split: str, fewshot: bool = False,
+                 label_lookup: np.ndarray | None = None) -> None:
         manifest = read_manifest(data_dir)
         self.data_dir, self.split = Path(data_dir), split
         column = "fewshot" if fewshot else "split"
         self.rows = manifest.loc[manifest[column] == split, "row"].to_numpy()
         self.images, self.masks = open_arrays(data_dir)
+        if label_lookup is not None:  # the model's classes: stored labels it does not learn read as background
+            from medseg.data.classes import MappedMasks
+
+            self.masks = MappedMasks(self.masks, label_lookup)
         if len(manifest) != len(self.images) or (len(self.rows) and not 0 <= self.rows.min() <= self.rows.max()
                                                  < len(self.images)):
             raise MedsegError(f"manifest has {len(manifest)} rows but the arrays hold {len(self.images)} slices; "

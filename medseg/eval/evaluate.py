@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medseg.data.classes import ClassMap
 from medseg.data.slice_dataset import SliceDataset, check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
 from medseg.eval.details import DETAILS_FILE, split_summary, with_details
@@ -48,7 +49,8 @@ def _scored_items(model: SamSegmenter, test: SliceDataset, prompts: PromptSettin
 
 def _load(data_dir: Path, model_path: str | Path) -> tuple[SamSegmenter, dict[str, Any], SliceDataset]:
     model, metadata = load_exported(model_path)
-    test = SliceDataset(data_dir, "test")
+    classes = ClassMap.from_metadata(metadata)  # read masks as the model learnt them (narrowed classes)
+    test = SliceDataset(data_dir, "test", label_lookup=classes.lookup() if classes else None)
     if len(test) == 0:
         raise MedsegError("the test split has no slices", data_dir / "manifest.parquet")
     if test.images.shape[-1] != model.image_size:
@@ -70,11 +72,14 @@ def _training(model_path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def _class_names(ingest_summary: dict[str, Any], model: SamSegmenter) -> dict[int, str]:
+def _class_names(ingest_summary: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any]) -> dict[int, str]:
     """Names of the model's foreground classes: ingest.json's label map; the prompted object for point and
     box models (their class 1 is whichever object was prompted)."""
     if model.mode != "automated":
         return {1: "prompted object"}
+    recorded = ClassMap.from_metadata(metadata)
+    if recorded is not None and recorded.num_classes == model.num_classes:
+        return {k: recorded.names[k] for k in range(1, model.num_classes)}
     labels = {int(k): str(v) for k, v in ingest_summary["labels"].items()}
     return {k: labels.get(k, f"class {k}") for k in range(1, model.num_classes)}
 
@@ -151,7 +156,7 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         per_volume = (per_volume_table(per_slice, predictions, settings) if automated
                       else pd.DataFrame(columns=VOLUME_KEYS))
         run = {"dataset": dataset, "strategy": strategy, "synthetic": bool(ingest.get("synthetic")),
-               "class_names": _class_names(ingest, model), "training": _training(Path(model_path), metadata)}
+               "class_names": _class_names(ingest, model, metadata), "training": _training(Path(model_path), metadata)}
         metrics, details = _metrics(run, model, metadata, (per_slice, per_volume), settings)
         per_slice.to_parquet(tmp / "per_slice.parquet", index=False)
         per_volume.to_parquet(tmp / "per_volume.parquet", index=False)

@@ -46,7 +46,7 @@ class ScoreSettings:
         evaluate = params["evaluate"]
         if evaluate["empty"] not in EMPTY_RULES:
             raise MedsegError(f"evaluate.empty must be one of {list(EMPTY_RULES)}, not {evaluate['empty']!r}")
-        return cls(num_classes=int(params["finetune"]["num_classes"]),
+        return cls(num_classes=2,  # evaluate takes the model's classes
                    nsd_tolerance=float(evaluate["nsd_tolerance_px"]), empty=str(evaluate["empty"]),
                    bootstrap_samples=int(evaluate["bootstrap_samples"]), confidence=float(evaluate["confidence"]),
                    seed=int(params["seed"]))

@@ -69,7 +69,7 @@ class TrainConfig:
     weight_decay: float
     warmup_iters: int
     early_stopping_patience: int
-    num_classes: int
+    num_classes: int  # model outputs, background included; 0 = from the dataset's classes (see finetune)
     checkpoint: str | None
     encoder_checkpoint: str | None
     embedding_cache: bool
@@ -86,6 +86,7 @@ class TrainConfig:
     fused_attention: bool = True
     activation_checkpointing: bool = False
     lr_schedule: str = "constant"
+    classes: dict[str, list[str]] = field(default_factory=dict)  # per dataset: foreground classes to keep
 
     @classmethod
     def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
@@ -102,7 +103,7 @@ class TrainConfig:
             max_epochs=int(epochs_source["max_epochs"]), batch_size=int(epochs_source["batch_size"]),
             early_stopping_patience=int(epochs_source["early_stopping_patience"]),
             lr=float(finetune["lr"]), weight_decay=float(finetune["weight_decay"]),
-            warmup_iters=int(finetune["warmup_iters"]), num_classes=int(finetune["num_classes"]),
+            warmup_iters=int(finetune["warmup_iters"]), num_classes=0,
             checkpoint=finetune.get("checkpoint") or None,
             encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
             embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
@@ -114,6 +115,7 @@ class TrainConfig:
             fused_attention=bool(finetune.get("fused_attention", True)),
             activation_checkpointing=bool(finetune.get("activation_checkpointing", False)),
             lr_schedule=str(finetune.get("lr_schedule", "constant")),
+            classes={str(k): [str(n) for n in v] for k, v in (finetune.get("classes") or {}).items()},
         )
 
     def __post_init__(self) -> None:
@@ -123,9 +125,11 @@ class TrainConfig:
             (f"{profile}.max_epochs", self.max_epochs, 1, None), (f"{profile}.batch_size", self.batch_size, 1, None),
             (f"{profile}.early_stopping_patience", self.early_stopping_patience, 0, None),
             ("finetune.warmup_iters", self.warmup_iters, 0, None), ("finetune.num_threads", self.num_threads, 0, None),
-            ("finetune.num_classes", self.num_classes, 2, MAX_CLASSES), ("seed", self.seed, 0, 2**63 - 1),
+            ("seed", self.seed, 0, 2**63 - 1),
         ):
             _check_int(key, value, low, high)
+        if self.num_classes != 0:  # 0: the dataset's classes
+            _check_int("num_classes", self.num_classes, 2, MAX_CLASSES)
         _check_float("finetune.lr", self.lr, 0.0, strict=True)
         _check_float("finetune.weight_decay", self.weight_decay, 0.0)
         self.augment.check()

@@ -21,13 +21,15 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medseg.atomic import write_json
+from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
+from medseg.data.slice_dataset import read_ingest_summary
 from medseg.errors import MedsegError
 from medseg.locking import exclusive_lock
 from medseg.models.checkpoints import export_checkpoint
@@ -50,6 +52,8 @@ class _Run:
     strategy: Strategy
     config: TrainConfig
     work: Path
+    classes: ClassMap  # the classes learnt (the dataset's, or those finetune.classes keeps)
+    labels: dict[int, str]  # the dataset's whole label map
 
 
 def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> Path:
@@ -63,9 +67,13 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
     directory and the output are locked for the whole run (a second run on either fails at once and
     changes nothing); the output is checked before training (it may not overlap the data, checkpoints
     or work directory) and written only when the run finishes."""
-    strategy = parse_strategy(strategy_id)
-    run = _Run(check_name(dataset, "dataset"), strategy, config,
-               work_dir(work_root, dataset, config.mode, strategy.name))
+    strategy, dataset = parse_strategy(strategy_id), check_name(dataset, "dataset")
+    labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
+    classes = resolve_classes(labels, config.classes.get(dataset), dataset)
+    if config.num_classes == 0:  # automated: one output per class; prompts: background + the prompted object
+        config = replace(config, num_classes=classes.num_classes if config.mode == "automated" else 2)
+    run = _Run(dataset, strategy, config,
+               work_dir(work_root, dataset, config.mode, strategy.name), classes, labels)
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
           _on_main(runtime, lambda: output_dir("finetune", out_dir, inputs)) as tmp,
@@ -101,7 +109,7 @@ def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resu
     torch.use_deterministic_algorithms(True, warn_only=True)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    splits = open_splits(data_dir, config)  # labels checked before anything is built or written
+    splits = open_splits(data_dir, config, run.classes, run.labels)  # checked before anything is built
     engine = build_engine(run.strategy, int(splits["train"].images.shape[-1]), config, runtime)
     generators = Generators.seeded(config.seed)
     fingerprint = config.fingerprint(run.dataset, run.strategy.name, data_dir)
@@ -147,7 +155,8 @@ def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[di
             export_checkpoint(engine.model, run.work / best_file(epoch), model_spec(run.strategy.name, config.peft), {
                 "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "epoch": epoch,
                 "init": config.init, "random_init": config.checkpoint is None,
-                "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot})
+                "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot,
+                **run.classes.to_metadata(config.mode)})
         save_state(run.work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping,
                    generators, history, fingerprint)
         tidy(run.work, best_file(stopping.best_epoch))

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.data.slice_dataset import SliceDataset, read_manifest
+from medseg.data.classes import ClassMap
+from medseg.data.slice_dataset import SliceDataset, open_arrays, read_manifest
 from medseg.errors import MedsegError
 from medseg.models.factory import build_model
 from medseg.models.strategies import Strategy
@@ -116,8 +117,8 @@ def _resumable(state: Path, fingerprint: dict[str, str]) -> dict[str, Any]:
     return payload
 
 
-def _split(data_dir: Path, split: str, fewshot: bool) -> SliceDataset:
-    dataset = SliceDataset(data_dir, split, fewshot=fewshot)
+def _split(data_dir: Path, split: str, fewshot: bool, lookup: np.ndarray | None) -> SliceDataset:
+    dataset = SliceDataset(data_dir, split, fewshot=fewshot, label_lookup=lookup)
     if len(dataset) == 0:
         raise MedsegError(f"the {split} split has no {'few-shot ' if fewshot else ''}slices",
                           data_dir / "manifest.parquet")
@@ -132,20 +133,25 @@ def _labels(data_dir: Path, splits: dict[str, SliceDataset]) -> list[int]:
         texts = manifest.loc[manifest["row"].isin(rows), "labels_present"]
         with contextlib.suppress(ValueError, TypeError):
             return sorted({int(value) for text in texts for value in str(text).split(",") if value.strip()})
-    masks = splits["train"].masks
+    masks = open_arrays(data_dir)[1]  # as stored, not through the model's classes
     return sorted({int(value) for row in rows for value in np.unique(masks[int(row)])})
 
 
-def open_splits(data_dir: Path, config: TrainConfig) -> dict[str, SliceDataset]:
-    """The train and validation slices, checked to be non-empty and (automated mode) to hold only labels
-    below ``num_classes``: a mismatch fails here, not mid-training."""
-    splits = {name: _split(data_dir, name, config.fewshot) for name in ("train", "val")}
-    if config.mode == "automated":
-        labels = _labels(data_dir, splits)
-        if labels and (labels[0] < 0 or labels[-1] >= config.num_classes):
-            raise MedsegError(f"the train/val masks hold labels {labels} but finetune.num_classes is "
-                              f"{config.num_classes} (labels 0..{config.num_classes - 1}); set "
-                              f"finetune.num_classes to at least {labels[-1] + 1}", data_dir)
+def open_splits(data_dir: Path, config: TrainConfig, classes: ClassMap,
+                label_map: dict[int, str]) -> dict[str, SliceDataset]:
+    """The train and validation slices, read through the model's classes, checked to be non-empty and to
+    hold only labels of the dataset's label map (and, with an explicit ``num_classes``, below it): a
+    mismatch fails here, not mid-training."""
+    lookup = classes.lookup()
+    splits = {name: _split(data_dir, name, config.fewshot, lookup) for name in ("train", "val")}
+    labels = _labels(data_dir, splits)
+    unknown = [label for label in labels if label not in label_map]
+    if unknown:
+        raise MedsegError(f"the train/val masks hold labels {labels} but the dataset's label map (ingest.json) "
+                          f"has {sorted(label_map)}; re-run `medseg ingest`", data_dir)
+    if config.mode == "automated" and lookup is None and labels and labels[-1] >= config.num_classes:
+        raise MedsegError(f"the train/val masks hold labels {labels} but the model has {config.num_classes} "
+                          f"classes (num_classes, labels 0..{config.num_classes - 1})", data_dir)
     return splits
 
 

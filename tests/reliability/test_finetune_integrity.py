@@ -253,7 +253,8 @@ def test_zero_batch_size_or_epochs_are_refused_at_once(params_dict: dict[str, An
 
 
 def test_labels_beyond_num_classes_are_refused_before_training(ingested_sample: Path, tmp_path: Path) -> None:
-    """Case 12: a mask label >= finetune.num_classes fails before anything is trained or written."""
+    """Case 12: a mask label outside the dataset's label map (so beyond the model's classes) fails before
+    anything is trained or written."""
     data = tmp_path / "data"
     shutil.copytree(ingested_sample, data)
     manifest = pd.read_parquet(data / "manifest.parquet")
@@ -265,5 +266,5 @@ def test_labels_beyond_num_classes_are_refused_before_training(ingested_sample: 
     manifest.to_parquet(data / "manifest.parquet", index=False)
     with pytest.raises(MedsegError) as error:
         finetune("sample", STRATEGY, data, tmp_path / "out", _config(), tmp_path / "work")
-    _one_line(error, str(data), "[0, 1, 2]", "finetune.num_classes")
+    _one_line(error, str(data), "[0, 1, 2]", "label map (ingest.json) has [0, 1]")
     assert not (tmp_path / "out").exists() and not _work(tmp_path / "work").exists()
