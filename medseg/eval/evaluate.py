@@ -84,6 +84,25 @@ def _class_names(ingest_summary: dict[str, Any], model: SamSegmenter, metadata: 
     return {k: labels.get(k, f"class {k}") for k in range(1, model.num_classes)}
 
 
+def _prompted_names(items: Any, metadata: dict[str, Any], ingest: dict[str, Any]) -> list[str]:
+    """The class name of the object each prompted item selects (names as the model reads masks)."""
+    recorded = ClassMap.from_metadata(metadata)
+    names = (dict(enumerate(recorded.names)) if recorded is not None
+             else {int(k): str(v) for k, v in ingest["labels"].items()})
+    return [names.get(label, f"class {label}") for label in (items.prompted_class(i) for i in range(len(items)))]
+
+
+def _per_prompted_class(slices: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Mean Dice, IoU, HD95 and NSD of the prompted objects of each class."""
+    classes: dict[str, dict[str, Any]] = {}
+    for name, group in slices.groupby("prompted_class", sort=True):
+        means = {f"{metric}_mean": group[f"{metric}_mean"].mean() for metric in ("dice", "iou", "hd95", "nsd")
+                 if f"{metric}_mean" in group}
+        classes[str(name)] = {**{k: None if pd.isna(v) else float(v) for k, v in means.items()},
+                              "num_scored_slices": int(group["dice_mean"].notna().sum())}
+    return classes
+
+
 def _metrics(run: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any], tables: tuple[Any, Any],
              settings: ScoreSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """(``metrics.json``: identity, flags and headline numbers; the details file: the rest)."""
@@ -93,6 +112,9 @@ def _metrics(run: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN columns are reported as null
         summaries = {s: summarise(per_slice, per_volume, s, settings, run["class_names"]) for s in selections}
+        if "prompted_class" in per_slice:
+            for selection, summary in summaries.items():
+                summary["per_class"] = _per_prompted_class(per_slice[per_slice["selection"] == selection])
     headline, details = split_summary(summaries[selections[0]])
     metrics = {
         "dataset": run["dataset"], "strategy": run["strategy"], "mode": model.mode, "selection": selections[0],
@@ -153,6 +175,9 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         manifest = read_manifest(data_dir)
         per_slice = per_slice_table(manifest, rows, predictions, settings)
         automated = model.mode == "automated"  # a prompted region is one slice's object, not a volume
+        if not automated:  # each item prompts one object of one class: score per class as well
+            names = _prompted_names(items, metadata, ingest)
+            per_slice["prompted_class"] = np.tile(names, len(predictions.predicted))
         per_volume = (per_volume_table(per_slice, predictions, settings) if automated
                       else pd.DataFrame(columns=VOLUME_KEYS))
         run = {"dataset": dataset, "strategy": strategy, "synthetic": bool(ingest.get("synthetic")),

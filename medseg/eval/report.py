@@ -246,7 +246,8 @@ def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: tup
                  "log. An interval is blank where it cannot be drawn, with the reason.\n")
     if per_class:
         parts += ["## Dice per class\n", "Foreground classes by their names in the dataset's label map "
-                  "(`ingest.json`); point and box models are scored on the prompted object.\n", per_class]
+                  "(`ingest.json`); point and box models: their prompted objects, grouped by the prompted object's "
+                  "class.\n", per_class]
     parts.append("## Beside the paper\n")
     average = ("avg = the paper's Average row, set beside datasets the study did not use (`--compare-average`)"
                if compare_average else "– = no paper value (datasets the study did not use are not compared with "

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from medseg.data.slice_dataset import SliceDataset
 from medseg.errors import MedsegError
-from medseg.train.prompts import sample_prompt
+from medseg.train.prompts import Prompt, sample_prompt
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,20 @@ class PromptedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        inputs, mask = self.base[self.indices[index]]
+    def _prompt(self, index: int, mask: torch.Tensor) -> tuple[np.ndarray, Prompt]:
+        """Item ``index``'s prompt: the same for a given seed, stream, epoch and item."""
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, index])
         settings = self.settings
-        target, prompt = sample_prompt(mask.numpy(), rng, self.kind, settings.box_noise_fraction,
-                                       settings.box_max_noise, settings.box_preset, settings.largest_regions)
+        return sample_prompt(mask.numpy(), rng, self.kind, settings.box_noise_fraction, settings.box_max_noise,
+                             settings.box_preset, settings.largest_regions)
+
+    def prompted_class(self, index: int) -> int:
+        """The class (label value in the mask) of the object item ``index`` prompts."""
+        return self._prompt(index, self.base[self.indices[index]][1])[1].label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        inputs, mask = self.base[self.indices[index]]
+        target, prompt = self._prompt(index, mask)
         coordinates = prompt.box if self.kind == "box" else prompt.points[0]
         return inputs, torch.from_numpy(target.astype(np.int64)), torch.from_numpy(coordinates.copy())
 

@@ -92,3 +92,14 @@ def test_the_old_global_num_classes_setting_says_what_replaced_it(tmp_path: Path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(MedsegError, match=r"finetune\.num_classes: no longer a setting: each dataset brings"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_prompted_evaluation_reports_each_class_of_the_prompted_objects(three_classes: Path, tmp_path: Path) -> None:
+    finetune("sample", STRATEGY, three_classes, tmp_path / "out", _config(mode="point"), tmp_path / "work")
+    evaluate("sample", STRATEGY, three_classes, tmp_path / "out" / "model.pt", tmp_path / "eval",
+             ScoreSettings(num_classes=2, bootstrap_samples=50), batch_size=8)
+    per_slice = pd.read_parquet(tmp_path / "eval" / "per_slice.parquet")
+    assert set(per_slice["prompted_class"]) == {"lesion", "core"}
+    per_class = json.loads((tmp_path / "eval" / "metrics_details.json").read_text())["per_class"]
+    assert set(per_class) == {"lesion", "core"}
+    assert sum(entry["num_scored_slices"] for entry in per_class.values()) == per_slice["dice_mean"].notna().sum()
