@@ -51,7 +51,8 @@ def _datasets(args: argparse.Namespace) -> int:
         return 0
     from medseg.data.registry import load_registry, markdown_table
 
-    ingest = section(load_params(args.params), "ingest")
+    params = load_params(args.params)
+    ingest = {**section(params, "ingest"), "classes": section(params, "finetune").get("classes") or {}}
     extra = ingest.get("extra_registries")
     registry = load_registry(extra)
     if args.check_params:
@@ -74,11 +75,18 @@ def _datasets(args: argparse.Namespace) -> int:
 def _check_datasets(args: argparse.Namespace, ingest: dict, registry: dict) -> int:
     """``datasets --check-params``: every alias of ``ingest.datasets`` registered (and with ``--raw``, its raw
     folder present); with ``--out``, the entry each ingest reads as ``<out>/<alias>.json``."""
-    from medseg.data.preflight import check_raw_folders, registered, untracked_registries, write_entries
+    from medseg.data.preflight import (
+        check_class_choices,
+        check_raw_folders,
+        registered,
+        untracked_registries,
+        write_entries,
+    )
     from medseg.params import params_path
 
     extra = ingest.get("extra_registries") or []
     specs = registered(ingest["datasets"], registry, params_path(args.params))
+    check_class_choices(ingest["classes"], specs, params_path(args.params))
     if args.raw:
         check_raw_folders(specs, Path(args.raw))
     if args.out:

@@ -65,3 +65,17 @@ def write_entries(specs: Sequence[DatasetSpec], out: str | Path, inputs: Sequenc
     with output_dir("datasets", out, inputs) as tmp:
         for spec in specs:
             (tmp / f"{spec.alias}.json").write_text(entry_json(spec))
+
+
+def check_class_choices(choices: dict[str, list[str]], specs: Sequence[DatasetSpec], params_file: str | Path) -> None:
+    """``finetune.classes`` names datasets of ``ingest.datasets`` and classes of their label maps (checked
+    here, before anything is ingested, rather than when training starts)."""
+    by_alias = {spec.alias: spec for spec in specs}
+    for alias, names in choices.items():
+        if alias not in by_alias:
+            raise MedsegError(f"finetune.classes.{alias}: '{alias}' is not in ingest.datasets", params_file)
+        known = [name for value, name in sorted(by_alias[alias].labels.items()) if value > 0]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise MedsegError(f"finetune.classes.{alias}: {unknown} not among the dataset's classes {known}",
+                              params_file)

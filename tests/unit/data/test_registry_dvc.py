@@ -120,3 +120,17 @@ def test_registry_folder_outside_registry_is_warned_about(
     (elsewhere / "hand.yaml").rename(tmp_path / "registry/hand.yaml")
     params = _params(tmp_path, ["hand"], ["registry"])
     assert _check_params(params, tmp_path / "raw", tmp_path / "datasets", capsys)[2] == ""
+
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    ({"sample": ["tumour"]}, "finetune.classes.sample: ['tumour'] not among the dataset's classes ['lesion']"),
+    ({"us_breast": ["lesion"]}, "finetune.classes.us_breast: 'us_breast' is not in ingest.datasets"),
+])
+def test_class_choices_are_checked_before_ingest(choice: dict, expected: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    params = tiny_params()
+    params["finetune"]["classes"] = choice
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code, _, err = _check_params(path, tmp_path / "raw", None, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err
