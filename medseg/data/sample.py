@@ -3,7 +3,9 @@
 The phantom is NOT patient data. Each "patient" is a torso-like cross-section in Hounsfield units
 (air, fat rim, soft tissue, spine, a bright unlabeled distractor organ) with one labeled, irregular
 lesion whose intensity overlaps the surrounding tissue, so that a global threshold cannot segment
-it. Files follow the Medical Segmentation Decathlon layout::
+it. With ``num_classes`` > 2 (a multi-class phantom, e.g. for tests) the lesion is replaced by
+``num_classes - 1`` bright, irregular structures, class k brighter and smaller than class k - 1, each
+spanning its own range of slices. Files follow the Medical Segmentation Decathlon layout::
 
     <out>/dataset.json
     <out>/imagesTr/phantom_001.nii.gz
@@ -22,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.errors import MedsegError
 from medseg.outputs import output_dir
 
 AIR_HU = -1000.0
@@ -29,6 +32,7 @@ FAT_HU = -100.0
 TISSUE_HU = 40.0
 BONE_HU = 700.0
 DISTRACTOR_EXTRA_HU = 45.0
+STRUCTURE_STEP_HU = 250.0  # class k of a multi-class phantom: TISSUE_HU + k x this
 SYNTHETIC_NOTICE = "SYNTHETIC PHANTOM - not patient data; for demos and tests only"
 
 
@@ -41,6 +45,13 @@ class PhantomSpec:
     spacing_mm: tuple[float, float, float]
     noise_hu: float
     lesion_contrast_hu: float
+    num_classes: int = 2  # label values 0..num_classes-1; above 2: bright structures instead of the lesion
+    # (lesion_contrast_hu is then unused)
+
+    def __post_init__(self) -> None:
+        classes = self.num_classes
+        if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 8:
+            raise MedsegError(f"must be an integer in 2..8, got {self.num_classes!r:.40}", "sample.num_classes")
 
     @classmethod
     def from_params(cls, sample_params: dict[str, Any]) -> PhantomSpec:
@@ -52,6 +63,7 @@ class PhantomSpec:
             spacing_mm=spacing,  # type: ignore[arg-type]
             noise_hu=float(sample_params["noise_hu"]),
             lesion_contrast_hu=float(sample_params["lesion_contrast_hu"]),
+            num_classes=int(sample_params.get("num_classes", 2)),
         )
 
 
@@ -66,6 +78,45 @@ def _lobed_region(
     for order, amplitude in ((1, 0.15), (2, 0.2), (3, 0.1)):
         wobble += rng.uniform(0, amplitude) * np.cos(order * angle + rng.uniform(0, 2 * np.pi))
     return np.hypot(dx, dy) <= radius * wobble
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """One class of a multi-class phantom: an irregular blob over a range of slices."""
+
+    label: int
+    center: tuple[float, float]
+    radius: float
+    z_center: float
+    half_depth: float
+    shape_seed: int
+
+
+def _structures(spec: PhantomSpec, center: tuple[float, float], axes: tuple[float, float],
+                rng: np.random.Generator) -> list[_Structure]:
+    """Classes 1..num_classes-1 on a ring inside the body, each smaller than the one before."""
+    nx, ny, nz = spec.shape
+    count, start = spec.num_classes - 1, rng.uniform(-0.3, 0.3)  # organ-like: about the same place in every patient
+    structures = []
+    for index in range(count):
+        angle = start + 2 * np.pi * index / count
+        at = (center[0] + 0.5 * axes[0] * np.cos(angle), center[1] + 0.5 * axes[1] * np.sin(angle))
+        structures.append(_Structure(index + 1, at, min(nx, ny) * 0.12 * 0.8**index, rng.uniform(0.35, 0.65) * nz,
+                                     rng.uniform(0.3, 0.45) * nz, int(rng.integers(0, 2**32))))
+    return structures
+
+
+def _paint_structures(image: np.ndarray, label: np.ndarray, structures: list[_Structure], z: int,
+                      grids: tuple[np.ndarray, np.ndarray], inside: np.ndarray) -> None:
+    """Paint the structures present in slice ``z`` (class k at TISSUE_HU + k x STRUCTURE_STEP_HU)."""
+    for structure in structures:
+        depth = 1.0 - ((z - structure.z_center) / structure.half_depth) ** 2
+        if depth <= 0:
+            continue
+        shape_rng = np.random.default_rng(structure.shape_seed)  # the same outline on every slice
+        region = _lobed_region(*grids, structure.center, structure.radius * np.sqrt(depth), shape_rng) & inside
+        image[region] = TISSUE_HU + structure.label * STRUCTURE_STEP_HU
+        label[region] = structure.label
 
 
 def phantom_volume(spec: PhantomSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +134,7 @@ def phantom_volume(spec: PhantomSpec, rng: np.random.Generator) -> tuple[np.ndar
     lesion_z, lesion_half_depth = rng.uniform(0.35, 0.65) * nz, rng.uniform(0.2, 0.35) * nz
     lesion_radius = min(nx, ny) * rng.uniform(0.10, 0.16)
     lesion_rng_state = rng.integers(0, 2**32)
+    structures = _structures(spec, (cx, cy), (body_a, body_b), rng) if spec.num_classes > 2 else []
     for z in range(nz):
         taper = 1.0 - 0.15 * abs(z - nz / 2) / (nz / 2)
         body = ((grid_x - cx) / (body_a * taper)) ** 2 + ((grid_y - cy) / (body_b * taper)) ** 2
@@ -92,8 +144,9 @@ def phantom_volume(spec: PhantomSpec, rng: np.random.Generator) -> tuple[np.ndar
         image[..., z][spine] = BONE_HU
         distractor = _lobed_region(grid_x, grid_y, distractor_center, 0.13 * min(nx, ny), rng)
         image[..., z][distractor & (body <= 0.8)] += DISTRACTOR_EXTRA_HU
+        _paint_structures(image[..., z], label[..., z], structures, z, (grid_x, grid_y), body <= 0.8)
         depth = 1.0 - ((z - lesion_z) / lesion_half_depth) ** 2
-        if depth > 0:
+        if depth > 0 and not structures:
             slice_rng = np.random.default_rng([int(lesion_rng_state), z // 3])
             lesion = _lobed_region(grid_x, grid_y, lesion_center, lesion_radius * np.sqrt(depth), slice_rng)
             lesion &= body <= 0.8
@@ -120,16 +173,20 @@ def _write_nifti_gz(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
 
 
-def _dataset_json(case_ids: list[str]) -> dict[str, Any]:
+def _dataset_json(case_ids: list[str], num_classes: int = 2) -> dict[str, Any]:
+    labels = {"0": "background", "1": "lesion"} if num_classes == 2 else {
+        "0": "background", **{str(k): f"structure_{k}" for k in range(1, num_classes)}}
+    content = ("one irregular lesion" if num_classes == 2 else
+               f"{num_classes - 1} bright structures of decreasing size (multi-class)")
     return {
         "name": "Phantom",
-        "description": f"{SYNTHETIC_NOTICE}. CT-like torso phantom with one irregular lesion.",
+        "description": f"{SYNTHETIC_NOTICE}. CT-like torso phantom with {content}.",
         "reference": "medseg embedded sample (generated by `medseg sample`)",
         "licence": "CC0-1.0",
         "release": "1.0",
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "lesion"},
+        "labels": labels,
         "numTraining": len(case_ids),
         "numTest": 0,
         "training": [
@@ -153,6 +210,6 @@ def write_sample(out_dir: str | Path, spec: PhantomSpec, seed: int) -> list[str]
             image, label = phantom_volume(spec, rng)
             _write_nifti_gz(image, _affine(spec), tmp / "imagesTr" / f"{case_id}.nii.gz")
             _write_nifti_gz(label, _affine(spec), tmp / "labelsTr" / f"{case_id}.nii.gz")
-        (tmp / "dataset.json").write_text(json.dumps(_dataset_json(case_ids), indent=2) + "\n")
+        (tmp / "dataset.json").write_text(json.dumps(_dataset_json(case_ids, spec.num_classes), indent=2) + "\n")
         (tmp / "SYNTHETIC.txt").write_text(SYNTHETIC_NOTICE + "\n")
     return case_ids

@@ -65,7 +65,11 @@ def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _fit_decoder_tokens(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:
     """Fit a stock decoder (4 mask tokens) to ours: keep the first rows, drop surplus hypernetwork
-    MLPs, and leave extra tokens at their fresh initialisation."""
+    MLPs, and leave extra tokens and their hypernetwork MLPs (models of 4 or more classes) at their fresh
+    initialisation."""
+    for key in own:
+        if key.startswith("mask_decoder.output_hypernetworks_mlps.") and key not in state:
+            state[key] = own[key].clone()
     for key in list(state):
         if key.startswith("mask_decoder.output_hypernetworks_mlps.") and key not in own:
             del state[key]

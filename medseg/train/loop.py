@@ -42,15 +42,30 @@ def _unpack(batch: list[torch.Tensor], device: torch.device) -> tuple[torch.Tens
     return inputs, targets, (rest[0] if rest else None)
 
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def training_mode(model: SamSegmenter) -> None:
+    """Train mode, except that the image encoder keeps its normalisation statistics: a frozen encoder is in
+    eval mode, and a trained one's BatchNorm layers (TinyViT) are. Batch statistics of a few slices would
+    change the features that the pretrained decoder and prompt encoder read (box prompts from a pretrained
+    ViT-T collapsed) and the running statistics of layers the strategy freezes; affine weights still train."""
+    model.train()
+    if model.encoder_is_frozen():
+        model.image_encoder.eval()
+        return
+    for module in model.image_encoder.modules():
+        if isinstance(module, BATCH_NORMS):
+            module.eval()
+
+
 def train_epoch(engine: Engine, dataset: Any, batch_size: int, epoch: int, data_generator: torch.Generator,
                 augment_generator: torch.Generator) -> float:
     """Mean training loss (of the global batches) of one pass over ``dataset``."""
     from tqdm import tqdm
 
     runtime, model = engine.runtime, engine.model
-    model.train()
-    if model.encoder_is_frozen():
-        model.image_encoder.eval()  # a frozen encoder keeps its normalisation statistics (TinyViT BatchNorm)
+    training_mode(model)
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     batches = iterate(dataset, batch_size, data_generator, runtime.rank, runtime.world_size)
