@@ -250,9 +250,9 @@ class Params(Section):
         from medseg.data.memory import workers_that_fit
 
         workers_that_fit(self.ingest.max_voxels, self.ingest.memory_limit_mb)  # raises when none fits
-        if "sample" in self.ingest.datasets and not self.sample.datasets:
-            raise MedsegError("ingest.datasets lists sample but sample.datasets is empty, so nothing writes "
-                              "data/raw/sample: add it back to sample.datasets or drop it from ingest.datasets")
+        if ("sample" in self.ingest.datasets) != bool(self.sample.datasets):
+            raise MedsegError("sample.datasets: [sample] writes the demo phantom that ingest.datasets: [..., sample] "
+                              "ingests: list sample in both or in neither (sample.datasets: [] drops the demo stage)")
         task_mb = quantity_mb(self.kubeflow.resources.memory_limit)
         if self.ingest.memory_limit_mb > task_mb:
             raise MedsegError(f"ingest.memory_limit_mb: {self.ingest.memory_limit_mb} MB exceeds the Kubeflow "

@@ -5,21 +5,15 @@ the datasets' download layouts: BUSI PNGs and the MSD hippocampus task)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from helpers import REPO, tiny_params
+from helpers import project_copy, run_tool, tiny_params
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow  # about 3-6 minutes on 2 cores: 8 trainings and evaluations
 MODES, STRATEGIES = ["automated", "box"], ["vit_t_dec_vanilla", "vit_t_endec_lora"]
 
@@ -67,29 +61,16 @@ def _params() -> dict:
     return params
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+_run = run_tool
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (not the committed demo outputs), both datasets, one `dvc repro`."""
     root = tmp_path_factory.mktemp("two")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
-                           capture_output=True, text=True).stdout.splitlines()
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith(("results/", "models/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
     _busi(root / "data/raw/us_breast")
     _hippocampus(root / "data/raw/mri_hippocampus")
-    (root / "params.yaml").write_text(yaml.safe_dump(_params()))
-    for args in (["git", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        _run(args, root)
+    project_copy(root, _params(), skip=("results/", "models/"))
     _run(["dvc", "repro"], root)
     return root
 

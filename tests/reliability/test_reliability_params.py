@@ -76,4 +76,9 @@ def test_ingest_refuses_a_volume_limit_no_worker_can_hold() -> None:
 
 def test_listing_sample_without_its_stage_is_one_line(run_step, tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", lambda p: p["sample"].update(datasets=[]))
-    one_line(run_step("sample", "--out", tmp_path / "raw", "--params", params), "sample.datasets is empty")
+    one_line(run_step("sample", "--out", tmp_path / "raw", "--params", params), "list sample in both or in neither")
+
+
+def test_dropping_the_demo_from_ingest_alone_says_to_drop_its_stage_too(run_step, tmp_path: Path) -> None:
+    params = write_params(tmp_path / "params.yaml", lambda p: p["ingest"].update(datasets=["mri_prostate"]))
+    one_line(run_step("sample", "--out", tmp_path / "raw", "--params", params), "sample.datasets: [] drops")

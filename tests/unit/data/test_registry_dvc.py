@@ -52,6 +52,7 @@ def test_each_ingest_depends_on_its_own_entry_and_raw_folder() -> None:
 def _params(tmp_path: Path, datasets: list[str], extra: list[str] | None = None) -> Path:
     params = tiny_params()
     params["ingest"]["datasets"] = datasets
+    params["sample"]["datasets"] = ["sample"] if "sample" in datasets else []
     params["ingest"]["extra_registries"] = extra or []
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
