@@ -191,7 +191,7 @@ class FinetuneParams(Section):
     @field_validator("strategies")
     @classmethod
     def _strategies(cls, value: list[str]) -> list[str]:
-        from medseg.models.strategies import parse_strategy
+        from medseg.models.strategy_ids import parse_strategy
 
         for strategy in value:
             try:
@@ -251,8 +251,8 @@ class Params(Section):
 
         workers_that_fit(self.ingest.max_voxels, self.ingest.memory_limit_mb)  # raises when none fits
         if ("sample" in self.ingest.datasets) != bool(self.sample.datasets):
-            raise MedsegError("sample.datasets: [sample] writes the demo phantom that ingest.datasets: [..., sample] "
-                              "ingests: list sample in both or in neither (sample.datasets: [] drops the demo stage)")
+            raise MedsegError("sample.datasets and ingest.datasets disagree about the demo phantom: list sample in "
+                              "both or in neither (sample.datasets: [] drops the demo stage)")
         task_mb = quantity_mb(self.kubeflow.resources.memory_limit)
         if self.ingest.memory_limit_mb > task_mb:
             raise MedsegError(f"ingest.memory_limit_mb: {self.ingest.memory_limit_mb} MB exceeds the Kubeflow "

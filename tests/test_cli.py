@@ -95,3 +95,17 @@ def test_export_sam_writes_an_evaluable_candidate_model(tmp_path: Path, params_f
     assert result.returncode == 0 and "RANDOM" in result.stderr
     model, metadata = load_exported(tmp_path / "model.pt")
     assert model.candidates and model.mode == "point" and metadata["zeroshot"] is True
+
+
+def test_checking_params_does_not_import_heavy_libraries() -> None:
+    code = ("import sys; from medseg.params import load_params; load_params('params.yaml'); "
+            "print(sorted({'torch', 'monai', 'kfp', 'pandas'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=REPO).stdout.strip() == "[]"
+
+
+def test_strategy_ids_know_exactly_the_built_backbones() -> None:
+    from medseg.models.backbones import ENCODER_BUILDERS
+    from medseg.models.strategy_ids import BACKBONES
+
+    assert sorted(BACKBONES) == sorted(ENCODER_BUILDERS)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medseg.data.classes import ClassMap
+from medseg.data.classes import ClassMap, dataset_labels
 from medseg.data.slice_dataset import SliceDataset, check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
 from medseg.eval.details import DETAILS_FILE, split_summary, with_details
@@ -72,23 +72,24 @@ def _training(model_path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def _class_names(ingest_summary: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any]) -> dict[int, str]:
-    """Names of the model's foreground classes: ingest.json's label map; the prompted object for point and
-    box models (their class 1 is whichever object was prompted)."""
+def _mask_classes(metadata: dict[str, Any], ingest: dict[str, Any]) -> dict[int, str]:
+    """Class names by label value as the model reads masks: its recorded classes, else ingest.json's map."""
+    recorded = ClassMap.from_metadata(metadata)
+    return dict(enumerate(recorded.names)) if recorded is not None else dataset_labels(ingest, "ingest.json")
+
+
+def _class_names(ingest: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any]) -> dict[int, str]:
+    """Names of the model's foreground classes; the prompted object for point and box models (their class 1
+    is whichever object was prompted)."""
     if model.mode != "automated":
         return {1: "prompted object"}
-    recorded = ClassMap.from_metadata(metadata)
-    if recorded is not None and recorded.num_classes == model.num_classes:
-        return {k: recorded.names[k] for k in range(1, model.num_classes)}
-    labels = {int(k): str(v) for k, v in ingest_summary["labels"].items()}
-    return {k: labels.get(k, f"class {k}") for k in range(1, model.num_classes)}
+    names = _mask_classes(metadata, ingest)
+    return {k: names.get(k, f"class {k}") for k in range(1, model.num_classes)}
 
 
 def _prompted_names(items: Any, metadata: dict[str, Any], ingest: dict[str, Any]) -> list[str]:
-    """The class name of the object each prompted item selects (names as the model reads masks)."""
-    recorded = ClassMap.from_metadata(metadata)
-    names = (dict(enumerate(recorded.names)) if recorded is not None
-             else {int(k): str(v) for k, v in ingest["labels"].items()})
+    """The class name of the object each prompted item selects."""
+    names = _mask_classes(metadata, ingest)
     return [names.get(label, f"class {label}") for label in (items.prompted_class(i) for i in range(len(items)))]
 
 

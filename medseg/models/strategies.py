@@ -8,7 +8,6 @@ params.yaml (``models`` section) through :class:`PeftConfig`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,29 +15,7 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.models import peft
-from medseg.models.backbones import ENCODER_BUILDERS
-
-COMPONENTS = {"dec": "mask decoder only", "endec": "image encoder + mask decoder"}
-METHODS = {
-    "vanilla": "all parameters of the chosen components",
-    "adapter": "bottleneck adapters at the configured encoder blocks and in the decoder",
-    "adapterall": "adapters in every encoder block (the study's A*) and in the decoder",
-    "lora": "rank-r updates of query and value projections",
-}
-_STRATEGY_ID = re.compile(r"^(?P<backbone>vit_[a-z]+)_(?P<component>[a-z]+)_(?P<method>[a-z]+)$")
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A parsed strategy id."""
-
-    backbone: str
-    component: str
-    method: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.backbone}_{self.component}_{self.method}"
+from medseg.models.strategy_ids import BACKBONES, COMPONENTS, METHODS, Strategy, parse_strategy  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -89,25 +66,9 @@ def _is_placement(value: Any, name: str) -> bool:
     return isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
 
 
-def parse_strategy(strategy_id: str) -> Strategy:
-    """Parse and check a strategy id against the known backbones, components and methods."""
-    match = _STRATEGY_ID.match(strategy_id)
-    if not match:
-        raise MedsegError(f"strategy '{strategy_id}' is not of the form <backbone>_<dec|endec>_<method>")
-    strategy = Strategy(**match.groupdict())
-    for value, known, what in (
-        (strategy.backbone, ENCODER_BUILDERS, "backbone"),
-        (strategy.component, COMPONENTS, "component"),
-        (strategy.method, METHODS, "method"),
-    ):
-        if value not in known:
-            raise MedsegError(f"strategy '{strategy_id}': unknown {what} '{value}'; known: {sorted(known)}")
-    return strategy
-
-
 def all_strategies(backbones: list[str] | None = None) -> list[Strategy]:
     """Every backbone x component x method combination, in the study's Table 3 order."""
-    return [Strategy(b, c, m) for b in (backbones or list(ENCODER_BUILDERS)) for c in COMPONENTS
+    return [Strategy(b, c, m) for b in (backbones or list(BACKBONES)) for c in COMPONENTS
             for m in ("vanilla", "adapter", "lora")]
 
 

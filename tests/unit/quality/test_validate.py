@@ -14,6 +14,7 @@ import pytest
 
 from helpers import tiny_params
 from medseg.errors import MedsegError
+from medseg.params_schema import VALIDATION_CHECKS
 from medseg.quality.validate import validate
 
 Defect = Callable[[Path, Path, dict[str, Any]], None]
@@ -132,6 +133,7 @@ def test_clean_dataset_passes_every_check(copies: tuple[Path, Path], tmp_path: P
     raw, data = copies
     result = validate("sample", data, tmp_path / "out", _settings(), raw)
     assert result["passed"] and all(result["checks"].values()) and len(result["checks"]) == 12
+    assert sorted(result["checks"]) == sorted(VALIDATION_CHECKS)  # the params schema knows every check
     assert json.loads((tmp_path / "out/reports/checks.json").read_text()) == result
     assert json.loads((tmp_path / "out/validation.json").read_text()) == {
         "dataset": "sample", "passed": True, "num_blocking_failures": 0, "num_warnings": result["num_warnings"],
