@@ -26,6 +26,7 @@ import numpy as np
 from medseg.data.adapters import adapter_for
 from medseg.data.cases import Case
 from medseg.data.fewshot import fewshot_roles
+from medseg.data.identity import check_synthetic
 from medseg.data.memory import peak_mb, workers_that_fit
 from medseg.data.registry import DatasetSpec, get_spec
 from medseg.data.slices import SliceProtocol, volume_to_slices
@@ -104,13 +105,15 @@ def _rows(spec: DatasetSpec, result: CaseSlices, raw_dir: Path, split: str) -> l
 def ingest_dataset(alias: str, raw_dir: str | Path, out_dir: str | Path, ingest_params: dict[str, Any],
                    seed: int) -> dict[str, Any]:
     """Ingest a registered dataset; writes ``out_dir`` atomically and returns the summary. The output
-    may not overlap the raw data (or any other input) and replaces only an earlier ingest."""
+    may not overlap the raw data (or any other input) and replaces only an earlier ingest; the raw data
+    must be the dataset the alias names (``medseg.data.identity``)."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise MedsegError("raw dataset directory not found", raw_dir)
     inputs = [raw_dir, *(ingest_params.get("extra_registries") or [])]
     with output_dir("ingest", out_dir, inputs) as tmp:
         spec = get_spec(alias, ingest_params.get("extra_registries"))
+        check_synthetic(spec, raw_dir)
         kept, splits, skipped, protocol, counts = _slices(spec, raw_dir, ingest_params, seed)
         manifest = _manifest(spec, kept, splits, raw_dir, ingest_params, seed)
         summary = _summary(spec, manifest, protocol, skipped, counts)

@@ -1,7 +1,8 @@
 """Paired volume files (NIfTI, MHA, NRRD): MSD ``dataset.json`` pairs, or an image glob with a
 regex rule that derives each label path (parallel folders, suffix or template names, BIDS paths).
 
-Settings: ``msd: true`` (``dataset.json`` at the root or in the one task folder below it); or ``images``
+Settings: ``msd: true`` (``dataset.json`` at the root or in the one task folder below it, its label map
+checked against ``msd_labels`` and the entry's ``labels`` by ``medseg.data.identity``); or ``images``
 (glob), ``exclude`` (name globs), ``label: {regex, replace}`` or ``label: {first: [{regex, replace}, ...]}``
 (the first rule that applies and names an existing file, e.g. a site whose label suffix is spelled
 differently, or the lowest-numbered rater), and ``unlabeled: skip`` to leave out images that have no
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.cases import Case, case_for, checked_path, derive, find_images, first_existing
+from medseg.data.identity import check_msd_labels
 from medseg.data.labels import map_mask
 from medseg.data.msd import read_msd_pairs
 from medseg.data.registry import DatasetSpec, check_choice, check_globs, check_keys, check_pairing, check_rule, expect
@@ -23,8 +25,8 @@ from medseg.data.volumes import check_same_grid, read_volume
 from medseg.errors import MedsegError
 
 REQUIRED_SETTINGS = ("images", "label")
-OPTIONAL_SETTINGS = ("exclude", "unlabeled", "one_case_per_patient", "msd")
-MSD_SETTINGS = ("msd", "one_case_per_patient")  # the MSD form: pairs come from dataset.json
+OPTIONAL_SETTINGS = ("exclude", "unlabeled", "one_case_per_patient", "msd", "msd_labels")
+MSD_SETTINGS = ("msd", "one_case_per_patient", "msd_labels")  # the MSD form: pairs come from dataset.json
 LABEL_RULES = {"first": ("first",), "regex": ("regex", "replace"), "replace": ("regex", "replace")}
 
 
@@ -43,6 +45,18 @@ def check_settings(settings: dict[str, Any]) -> None:
     check_choice(settings, "msd", (True, False))
     check_choice(settings, "unlabeled", ("skip",))
     check_choice(settings, "one_case_per_patient", (True, False))
+    if "msd_labels" in settings:
+        _check_msd_labels(settings)
+
+
+def _check_msd_labels(settings: dict[str, Any]) -> None:
+    """``msd_labels``: with ``msd: true``, class numbers -> the names the task's ``dataset.json`` gives them."""
+    value = settings["msd_labels"]
+    if not settings.get("msd"):
+        raise MedsegError("settings.msd_labels goes only with msd: true")
+    if not isinstance(value, dict) or not value or not all(
+            str(key).isdigit() and isinstance(name, str) and name.strip() for key, name in value.items()):
+        raise MedsegError(f"settings.msd_labels must map class numbers to names, not {value!r}")
 
 
 def _msd_root(raw_dir: Path) -> Path:
@@ -64,7 +78,9 @@ def _label_of(image: Path, raw_dir: Path, rule: dict[str, Any]) -> Path | None:
 def discover(raw_dir: Path, spec: DatasetSpec) -> list[Case]:
     settings = spec.settings
     if settings.get("msd"):
-        pairs, _ = read_msd_pairs(_msd_root(raw_dir))
+        root = _msd_root(raw_dir)
+        pairs, labels = read_msd_pairs(root)
+        check_msd_labels(labels, spec, root / "dataset.json")
         return [Case(p.case_id, p.patient_id, p.image, (p.label,), root=raw_dir) for p in pairs]
     cases = []
     for image in find_images(raw_dir, settings, spec.layout):
