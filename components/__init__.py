@@ -1,14 +1,17 @@
 """Kubeflow Pipelines v2 container components: one per pipeline step, each running the same
-``medseg <step>`` command as its DVC stage, in the project image. No logic lives here."""
+``medseg <step>`` command as its DVC stage, in the project image, plus ``pull`` (the DVC remote's side of a
+commit: locally, `dvc pull` does it). No logic lives here."""
 
 from components.evaluate import evaluate
 from components.finetune import finetune
 from components.ingest import ingest
+from components.pull import pull
 from components.report import report
 from components.sample import sample
 from components.validate import validate
 
 STEP_COMPONENTS = {
+    "pull": pull,
     "sample": sample,
     "ingest": ingest,
     "validate": validate,
@@ -17,4 +20,4 @@ STEP_COMPONENTS = {
     "report": report,
 }
 
-__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "ingest", "report", "sample", "validate"]
+__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "ingest", "pull", "report", "sample", "validate"]

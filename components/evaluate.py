@@ -1,18 +1,18 @@
 """Component ``evaluate``: test-split metrics of a fine-tuned model.
 
-The output artifact is a runs root laid out as ``<dataset>/<mode>/<strategy>/eval``, as in dvc.yaml, so
-that ``report`` reads Kubeflow and DVC outputs alike."""
+``runs`` is a runs root laid out as ``<dataset>/<mode>/<strategy>/eval``, as in dvc.yaml, so that ``report``
+reads Kubeflow and DVC outputs alike; ``metrics`` carries Dice, IoU, HD95 and NSD for the UI to compare runs."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.image import DEFAULT_IMAGE
+from components.image import DEFAULT_IMAGE, settings_args
 
 
 @dsl.container_component
 def evaluate(
-    dataset: str, strategy: str, mode: str, processed: Input[Dataset], run: Input[Model],
-    runs: Output[Artifact],
+    dataset: str, strategy: str, mode: str, params: str, params_override: str, processed: Input[Dataset],
+    run: Input[Model], runs: Output[Artifact], metrics: Output[Metrics],
 ) -> dsl.ContainerSpec:
     """``mode`` only names the output directory: the model records the mode it was trained in."""
     return dsl.ContainerSpec(
@@ -22,5 +22,6 @@ def evaluate(
             "--dataset", dataset, "--strategy", strategy, "--data", processed.path,
             "--model", dsl.ConcatPlaceholder([run.path, "/model.pt"]),
             "--out", dsl.ConcatPlaceholder([runs.path, "/", dataset, "/", mode, "/", strategy, "/eval"]),
+            *settings_args(params, params_override),
         ],
     )

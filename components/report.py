@@ -1,18 +1,22 @@
-"""Component ``report``: aggregate evaluated runs into the results report beside the paper."""
+"""Component ``report``: aggregate every evaluation of the grid into the results report beside the paper."""
+
+from typing import List  # noqa: UP035 (KFP reads List[...] annotations)
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
-from components.image import DEFAULT_IMAGE
+from components.image import DEFAULT_IMAGE, settings_args
 
 
 @dsl.container_component
-def report(runs: Input[Artifact], report_dir: Output[Artifact], table: Output[Markdown],
-           page: Output[HTML]) -> dsl.ContainerSpec:
-    """``table`` (Markdown) and ``page`` (HTML with the figures inlined) are rendered by the Kubeflow UI;
+def report(params: str, params_override: str, runs: Input[List[Artifact]], report_dir: Output[Artifact],  # noqa: UP006
+           table: Output[Markdown], page: Output[HTML]) -> dsl.ContainerSpec:
+    """``runs`` is the collected list of evaluations: the step reads their paths from the executor input.
+    ``table`` (Markdown) and ``page`` (HTML with the figures inlined) are rendered by the Kubeflow UI;
     ``report_dir`` holds the CSV files and the figures too."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGE,
         command=["medseg", "report"],
-        args=["--runs", runs.path, "--out", report_dir.path, "--markdown", table.path, "--html", page.path],
+        args=["--all-datasets", "--out", report_dir.path, "--markdown", table.path, "--html", page.path,
+              *settings_args(params, params_override)],
     )

@@ -4,24 +4,24 @@ Kubeflow component). Heavy libraries are imported inside the handlers so that st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from medseg import __version__
+from medseg.cli_tools import TOOLS, Handler, copy_text, step_params
 from medseg.errors import MedsegError
 from medseg.names import check_name
-from medseg.params import load_params, section
-
-Handler = Callable[[argparse.Namespace], int]
+from medseg.params import section
 
 
 def _sample(args: argparse.Namespace) -> int:
     from medseg.data.sample import SYNTHETIC_NOTICE, PhantomSpec, write_sample
 
-    params = load_params(args.params)
+    params = step_params(args)
     cases = write_sample(args.out, PhantomSpec.from_params(section(params, "sample")), int(params["seed"]))
     print(f"sample: wrote {len(cases)} phantom cases to {args.out} ({SYNTHETIC_NOTICE})")
     return 0
@@ -30,7 +30,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from medseg.data.ingest import ingest_dataset
 
-    params = load_params(args.params)
+    params = step_params(args)
     check_name(args.dataset, "--dataset")
     summary = ingest_dataset(args.dataset, args.raw, args.out, section(params, "ingest"), int(params["seed"]))
     print(f"ingest: {summary['num_slices']} slices of {args.dataset} -> {args.out} "
@@ -39,70 +39,10 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets(args: argparse.Namespace) -> int:
-    if args.check or args.fields:  # one entry file, or the format: no params needed
-        from medseg.data.registry_schema import check_entry_file, fields_markdown
-
-        if args.check:
-            spec = check_entry_file(args.check)
-            print(f"ok: {spec.alias} ({spec.adapter})")
-        else:
-            print(fields_markdown(), end="")
-        return 0
-    from medseg.data.registry import load_registry, markdown_table
-
-    params = load_params(args.params)
-    ingest = {**section(params, "ingest"), "classes": section(params, "finetune").get("classes") or {}}
-    extra = ingest.get("extra_registries")
-    registry = load_registry(extra)
-    if args.check_params:
-        return _check_datasets(args, ingest, registry)
-    if args.raw or args.out:
-        raise MedsegError("--raw and --out go with --check-params")
-    if args.readme:
-        from medseg.data.registry import README_HEADER, readme_markdown
-        from medseg.outputs import output_file, starts_with
-
-        generated = starts_with(README_HEADER.split(" from the registry")[0])
-        with output_file("datasets", args.readme, extra or [], generated) as tmp:
-            tmp.write_text(readme_markdown(registry))
-        print(f"datasets: wrote {args.readme}")
-        return 0
-    print(markdown_table(registry))
-    return 0
-
-
-def _check_datasets(args: argparse.Namespace, ingest: dict, registry: dict) -> int:
-    """``datasets --check-params``: every alias of ``ingest.datasets`` registered (and with ``--raw``, its raw
-    folder present); with ``--out``, the entry each ingest reads as ``<out>/<alias>.json``."""
-    from medseg.data.preflight import (
-        check_class_choices,
-        check_raw_folders,
-        registered,
-        untracked_registries,
-        write_entries,
-    )
-    from medseg.params import params_path
-
-    extra = ingest.get("extra_registries") or []
-    specs = registered(ingest["datasets"], registry, params_path(args.params))
-    check_class_choices(ingest["classes"], specs, params_path(args.params))
-    if args.raw:
-        check_raw_folders(specs, Path(args.raw))
-    if args.out:
-        write_entries(specs, args.out, [args.raw, *extra])
-        for folder in untracked_registries(extra):
-            print(f"datasets: warning: ingest.extra_registries: {folder} is not under registry/, the folder the "
-                  "datasets stage depends on: dvc repro will not notice edits to its entries", file=sys.stderr)
-    print(f"datasets: {', '.join(s.alias for s in specs)} registered"
-          f"{f', raw folders under {args.raw}' if args.raw else ''}{f' -> {args.out}' if args.out else ''}")
-    return 0
-
-
 def _validate(args: argparse.Namespace) -> int:
     from medseg.quality.validate import validate
 
-    params = load_params(args.params)
+    params = step_params(args)
     check_name(args.dataset, "--dataset")
     ingest, gate = section(params, "ingest"), section(params, "validate")
     settings = {**gate, "image_size": ingest["image_size"], "drop_empty_slices": ingest["drop_empty_slices"],
@@ -112,29 +52,22 @@ def _validate(args: argparse.Namespace) -> int:
     finally:
         summary = Path(args.out) / "summary.md"
         if args.markdown and summary.is_file():
-            _copy_text("validate", summary, args.markdown, "# Validation of")
+            copy_text("validate", summary, args.markdown, "# Validation of")
     checks = result["checks"]
     print(f"validate: {args.dataset} passed {sum(checks.values())}/{len(checks)} checks, "
           f"{result['num_warnings']} warning(s) -> {Path(args.out) / 'summary.md'}")
     return 0
 
 
-def _copy_text(step: str, source: Path, target: str, signature: str) -> None:
-    """Copy a text output to a single file a user asked for; an existing file is replaced only when it
-    begins with ``signature`` (an earlier copy of the same output)."""
-    from medseg.outputs import output_file, starts_with
-
-    with output_file(step, target, [source.parent], starts_with(signature)) as tmp:
-        tmp.write_text(source.read_text())
-
-
 def _finetune(args: argparse.Namespace) -> int:
     from medseg.train.config import TrainConfig
     from medseg.train.finetune import finetune
 
-    params = load_params(args.params)
+    params = step_params(args)
     check_name(args.dataset, "--dataset")
-    config = TrainConfig.from_params(params, mode=args.mode or "automated")
+    config = TrainConfig.from_params(params, mode=args.mode or "automated", strategy=args.strategy)
+    if args.checkpoint:  # on Kubeflow: the weights pulled from the DVC remote, instead of finetune.checkpoint
+        config = dataclasses.replace(config, checkpoint=args.checkpoint)
     work_root = section(params, "finetune")["work_dir"]
     summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
@@ -149,7 +82,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medseg.eval.evaluate import evaluate
 
-    params = load_params(args.params)
+    params = step_params(args)
     check_name(args.dataset, "--dataset")
     check_name(args.strategy, "--strategy")
     from medseg.eval.scoring import ScoreSettings
@@ -160,6 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, ScoreSettings.from_params(params),
                        int(settings["batch_size"]), prompts, int(settings["overlay_slices"]),
                        str(settings.get("device", "auto")))
+    args.kfp_metrics = {key: metrics[key] for key in METRIC_KEYS if isinstance(metrics.get(key), int | float)}
     dice = "n/a" if metrics["dice_mean"] is None else f"{metrics['dice_mean']:.4f}"
     print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {dice} over "
           f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")
@@ -169,70 +103,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from medseg.eval.report import write_report
 
-    datasets = None if args.all_datasets else section(load_params(args.params), "ingest")["datasets"]
-    table = write_report(args.runs, args.out, compare_average=args.compare_average, datasets=datasets)
+    params = step_params(args)  # read even with --all-datasets: the report records what it ran with
+    datasets = None if args.all_datasets else section(params, "ingest")["datasets"]
+    if args.runs is None:  # on Kubeflow: the evaluations collected out of the grid
+        if args.executor_input is None:
+            raise MedsegError("--runs is required (or --kfp-executor-input with a collected 'runs' input)")
+        from medseg.kfp_io import input_paths
+
+        args.runs_list = input_paths(args.executor_input, "runs")
+    runs = args.runs if args.runs is not None else args.runs_list
+    table = write_report(runs, args.out, compare_average=args.compare_average, datasets=datasets)
     if args.markdown:
-        _copy_text("report", table, args.markdown, "# medseg results")
+        copy_text("report", table, args.markdown, "# medseg results")
     if args.html:
-        _copy_text("report", table.with_suffix(".html"), args.html, "<!doctype html><html><head>")
+        copy_text("report", table.with_suffix(".html"), args.html, "<!doctype html><html><head>")
     print(table.read_text())
     print(f"report: written to {table} (with report.csv, comparison.csv, report.html and figures/)")
-    return 0
-
-
-def _models(args: argparse.Namespace) -> int:
-    from medseg.models.report import markdown_report, parameter_rows
-    from medseg.models.strategies import PeftConfig
-
-    peft = PeftConfig.from_params(section(load_params(args.params), "models"))
-    print("Parameters at 1024x1024 with 2 output classes (background + 1), as in the study's Table 3.\n")
-    print(markdown_report(parameter_rows(peft)))
-    return 0
-
-
-def _zeroshot_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is an earlier ``export_sam`` output (read safely, tensors memory-mapped)."""
-    import torch
-
-    from medseg.models.checkpoints import CHECKPOINT_FORMAT
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a torch file at all: not ours
-        return False
-    return (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
-            and isinstance(payload.get("metadata"), dict) and payload["metadata"].get("zeroshot") is True)
-
-
-def _export_sam(args: argparse.Namespace) -> int:
-    from medseg.models.checkpoints import export_checkpoint
-    from medseg.models.factory import model_spec, zeroshot_model
-    from medseg.models.strategies import PeftConfig
-    from medseg.outputs import output_file
-
-    if not args.image_size.isdigit():
-        raise MedsegError(f"--image-size must be a whole number of pixels, not '{args.image_size}'")
-    with output_file("export_sam", args.out, [args.checkpoint], _zeroshot_checkpoint) as tmp:
-        model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
-        metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
-        export_checkpoint(model, tmp, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
-    print(f"export_sam: original SAM {args.backbone} with {args.mode} prompts -> {args.out}")
-    return 0
-
-
-def _profile(args: argparse.Namespace) -> int:
-    from medseg.profiles import profile_command
-
-    print(profile_command(args.name, args.params, dvc=args.dvc))
-    return 0
-
-
-def _compile_pipeline(args: argparse.Namespace) -> int:
-    from pipelines.compile import compile_pipeline
-
-    params = load_params(args.params)
-    path = compile_pipeline(params, args.out)
-    print(f"compile_pipeline: Kubeflow pipeline written to {path}")
     return 0
 
 
@@ -245,6 +131,11 @@ def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handle
         else:
             parser.add_argument(flag, required=not kind, help=flag_help)
     parser.add_argument("--params", default=None, help="params file (default: $MEDSEG_PARAMS or ./params.yaml)")
+    parser.add_argument("--params-text", default=None, help="the whole params as YAML text, instead of a file")
+    parser.add_argument("--params-override", default=None,
+                        help="YAML/JSON mapping merged over the params, e.g. '{finetune: {max_epochs: 2}}'")
+    parser.add_argument("--kfp-executor-input", default=None,
+                        help="Kubeflow's executor input ({{$}}): record provenance and metrics on the output artifacts")
     parser.set_defaults(handler=handler)
 
 
@@ -265,36 +156,18 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
      (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
       ("--mode", "automated (default), point or box prompts", "optional"),
+      ("--checkpoint", "initial SAM weights file, instead of finetune.checkpoint", "optional"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
     ("report", _report, "aggregate evaluated runs into the results table",
-     (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs"), ("--out", "report directory"),
+     (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs (on Kubeflow: the collected input)",
+       "optional"), ("--out", "report directory"),
       ("--markdown", "also write the report to this single Markdown file", "optional"),
       ("--html", "also write the self-contained HTML report to this file", "optional"),
       ("--compare-average", "set datasets the study did not use beside the paper's Average row", "switch"),
       ("--all-datasets", "report every run found, not only those of ingest.datasets", "switch"))),
 )
-TOOLS = (("compile_pipeline", _compile_pipeline, "compile the Kubeflow pipeline to YAML",
-          (("--out", "output pipeline YAML"),)),
-         ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",
-          (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),
-           ("--check", "check one registry entry file (<alias>.yaml): prints 'ok: <alias> (<adapter>)'", "optional"),
-           ("--fields", "print every entry field and adapter setting as Markdown tables", "switch"),
-           ("--check-params", "check that every alias of ingest.datasets is registered (the datasets stage)",
-            "switch"),
-           ("--raw", "with --check-params: folder of the raw datasets, each <alias>/ must exist", "optional"),
-           ("--out", "with --check-params: write the entry each ingest reads here as <alias>.json", "optional"))),
-         ("export_sam", _export_sam, "original SAM with point/box prompts (three candidates) as an evaluable model",
-          (("--backbone", "vit_h, vit_b or vit_t"), ("--mode", "point or box"),
-           ("--image-size", "input size of the ingested slices, e.g. 256"), ("--out", "model.pt to write"),
-           ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"))),
-         ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
-         ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
-          (("--name", "profile name, or a YAML file of params.yaml overrides"),
-           ("--dvc", "print the `dvc exp run -S ...` command instead of editing params.yaml", "switch"))))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
@@ -308,11 +181,44 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
     return f"medseg: {category.__name__}: {message}\n"
 
 
+INPUT_OPTIONS = ("raw", "data", "model", "reference", "runs", "checkpoint")
+METRIC_KEYS = ("dice_mean", "dice_ci_low", "dice_ci_high", "dice_volume_mean", "iou_mean", "hd95_mean", "nsd_mean")
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, str]:
+    """The step's input paths by option name (a report's collected runs as ``runs``, ``runs_1``, ...)."""
+    found = {name: getattr(args, name) for name in INPUT_OPTIONS if getattr(args, name, None)}
+    for index, path in enumerate(getattr(args, "runs_list", []) or []):
+        found[f"runs_{index}" if index else "runs"] = str(path)
+    return found
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the step, recording its provenance; on Kubeflow, publish it (and an evaluation's metrics) as the
+    output artifacts' metadata."""
+    from medseg import kfp_io, provenance
+
+    executor_input = kfp_io.parse(args.kfp_executor_input) if args.kfp_executor_input else None
+    args.executor_input = executor_input
+    recorder = provenance.Recorder(args.command, lambda: _inputs(args), lambda: getattr(args, "loaded_params", None))
+    with provenance.recording(recorder):
+        code = args.handler(args)
+        record = recorder.get()
+    if code == 0 and executor_input is not None:
+        brief = provenance.brief(record) if record is not None else {}
+        metadata = {name: {**brief, **getattr(args, "artifact_metadata", {})}
+                    for name in kfp_io.output_names(executor_input)}
+        if getattr(args, "kfp_metrics", None) is not None and "metrics" in metadata:
+            metadata["metrics"] = args.kfp_metrics  # scalars only: the UI compares runs on these
+        kfp_io.write_metadata(executor_input, metadata)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        return _run(args)
     except MedsegError as exc:
         print(f"medseg {args.command}: error: {exc.one_line()}", file=sys.stderr)
     except OSError as exc:  # disk full, permissions, a vanished file: the OS names the file and the problem

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from medseg import provenance
 from medseg.atomic import atomic_dir, atomic_file
 from medseg.errors import MedsegError
 from medseg.locking import exclusive_lock
@@ -34,12 +35,14 @@ BOOKKEEPING = (".gitignore",)
 STEP_FILES = {  # what each step writes into its output folder (glob patterns, relative)
     "sample": ("dataset.json", "SYNTHETIC.txt", "imagesTr/*", "labelsTr/*"),
     "datasets": ("*.json",),
-    "ingest": ("images.npy", "masks.npy", "manifest.parquet", "ingest.json"),
-    "validate": ("validation.json", "summary.md", "reports/*"),
-    "finetune": ("model.pt", "train_summary.json", "training/*"),
-    "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png"),
-    "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*"),
+    "ingest": ("images.npy", "masks.npy", "manifest.parquet", "ingest.json", "provenance.json"),
+    "validate": ("validation.json", "summary.md", "reports/*", "provenance.json"),
+    "finetune": ("model.pt", "train_summary.json", "training/*", "provenance.json"),
+    "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png",
+                 "provenance.json"),
+    "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json"),
 }
+NO_PROVENANCE_FILE = ("sample", "datasets")  # raw data and registry entries stay exactly what they are
 PathLike = str | Path
 
 
@@ -142,6 +145,9 @@ def output_dir(step: str, out: PathLike, inputs: Sequence[PathLike | None] = ())
         with atomic_dir(target) as tmp:
             yield tmp
             write_marker(tmp, step)
+            record = provenance.current()
+            if record is not None and step not in NO_PROVENANCE_FILE:
+                provenance.write(tmp, record)
             for name in BOOKKEEPING:
                 if (target / name).is_file() and not (tmp / name).exists():
                     shutil.copy2(target / name, tmp / name)

@@ -166,7 +166,7 @@ class PromptParams(Section):
 class FinetuneParams(Section):
     strategies: list[str] = Field(min_length=1)
     modes: list[Literal["automated", "point", "box"]] = Field(min_length=1)
-    checkpoint: str | None = None
+    checkpoint: str | dict[Backbone, str | None] | None = None  # one file, or one per backbone
     encoder_checkpoint: str | None = None
     init: Name = "sam"
     classes: dict[Name, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
@@ -227,10 +227,45 @@ class KubeflowResources(Section):
     memory_limit: Quantity
 
 
+class GpuResources(KubeflowResources):
+    gpus: int = Field(ge=1, le=16)  # per task: finetune runs one process per GPU (torchrun, one node)
+
+
+class KubeflowGpu(Section):
+    accelerator: str = Field(min_length=1)  # the resource name, e.g. nvidia.com/gpu
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    per_backbone: dict[Backbone, GpuResources]
+
+
+class KubeflowRetries(Section):
+    max_retries: int = Field(ge=0, le=10)
+    backoff_seconds: int = Field(ge=1)
+    backoff_factor: Finite = Field(ge=1)
+    backoff_max_seconds: int = Field(ge=1)
+
+
+class KubeflowGrid(Section):
+    """What one compiled pipeline runs: a profile, and datasets x strategies x modes (one cell each)."""
+
+    profile: Name
+    gpu: bool
+    datasets: list[Name] = Field(min_length=1)
+    strategies: list[str] = Field(min_length=1)
+    modes: list[Literal["automated", "point", "box"]] = Field(min_length=1)
+    parallelism: int = Field(ge=1)  # grid cells trained at once
+
+    _strategies = field_validator("strategies")(FinetuneParams._strategies.__func__)  # type: ignore[attr-defined]
+
+
 class KubeflowParams(Section):
-    image: str = Field(min_length=1)
-    pipeline_name: str = Field(min_length=1)
-    resources: KubeflowResources
+    image_repository: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
+    dvc_remote: str = ""  # "" = the project's default DVC remote
+    s3_secret: str = Field(default="medseg-s3", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
+    resources: KubeflowResources  # every CPU task (pull, ingest, validate, report; demo training)
+    gpu: KubeflowGpu
+    retries: KubeflowRetries
+    pipelines: dict[Name, KubeflowGrid]
 
 
 class Params(Section):

@@ -1,21 +1,49 @@
-"""Compile the Kubeflow pipelines to YAML (offline): ``medseg compile_pipeline --out FILE``."""
+"""Compile the Kubeflow pipelines to YAML (offline): ``medseg compile_pipeline --name demo|study --out FILE``.
+
+The image tag names the code revision: by default the checkout's git SHA, refused when tracked files have
+uncommitted changes (the image built from that SHA would not hold them); ``--image-tag`` sets it outright.
+"""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from medseg.errors import MedsegError
 from medseg.outputs import output_file, starts_with
-from medseg.params import section
+from medseg.params import params_path
 
 
-def compile_pipeline(params: dict[str, Any], out: str | Path) -> Path:
-    """Compile the demo pipeline configured by ``params['kubeflow']`` to ``out``."""
+def image_tag(explicit: str | None = None, cwd: str | Path | None = None) -> str:
+    """``explicit``, or HEAD's SHA when the checkout has no uncommitted changes to tracked files."""
+    if explicit:
+        if not all(c.isalnum() or c in "._-" for c in explicit) or len(explicit) > 128:
+            raise MedsegError("not a valid image tag (letters, digits, '.', '_', '-'; at most 128)",
+                              f"--image-tag {explicit!r}")
+        return explicit
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
+                             timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MedsegError("no git checkout to take the image tag from: pass --image-tag") from exc
+    if dirty:
+        raise MedsegError(f"uncommitted changes: HEAD's image ({sha[:12]}) would not hold them; commit first, "
+                          "or pass --image-tag")
+    return sha
+
+
+def compile_pipeline(name: str, params: dict[str, Any], out: str | Path, tag: str,
+                     params_file: str | Path | None = None) -> Path:
+    """Compile pipeline ``name`` (``kubeflow.pipelines.<name>``) running image tag ``tag`` to ``out``."""
     from kfp import compiler
 
-    from pipelines.demo import build_demo_pipeline
+    from pipelines.grid import build, make_plan
 
     out = Path(out)
+    plan = make_plan(params, name, tag, params_path(params_file))
     with output_file("compile_pipeline", out, owned=starts_with("# PIPELINE DEFINITION")) as tmp:
-        compiler.Compiler().compile(build_demo_pipeline(section(params, "kubeflow")), str(tmp))
+        compiler.Compiler().compile(build(plan), str(tmp))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import subprocess
@@ -10,7 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import yaml
+from PIL import Image
 
 from medseg.models.strategies import PeftConfig
 
@@ -58,3 +62,37 @@ def project_copy(root: Path, params: dict[str, Any], skip: tuple[str, ...] = ())
                  ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         run_tool(args, root)
     return root
+
+
+def busi_layout(root: Path, count: int = 10) -> None:
+    """Ultrasound-like PNGs with one bright lesion each and its 0/255 mask beside it."""
+    rng = np.random.default_rng(0)
+    folder = root / "Dataset_BUSI_with_GT" / "benign"
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :48]
+    for n in range(1, count + 1):
+        cy, cx, r = rng.integers(14, 34), rng.integers(14, 34), rng.integers(5, 10)
+        lesion = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        image = np.clip(rng.normal(80, 20, (48, 48)) + 120 * lesion, 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"benign ({n}).png")
+        Image.fromarray((lesion * 255).astype(np.uint8)).save(folder / f"benign ({n})_mask.png")
+
+
+def hippocampus_layout(root: Path, count: int = 6) -> None:
+    """MSD Task04 volumes with two structures: label 1 (anterior) and label 2 (posterior)."""
+    rng = np.random.default_rng(1)
+    task = root / "Task04_Hippocampus"
+    (task / "imagesTr").mkdir(parents=True)
+    (task / "labelsTr").mkdir()
+    training = []
+    for n in range(1, count + 1):
+        label = np.zeros((32, 32, 6), dtype=np.uint8)
+        label[8:16, 8:20, 1:5], label[18:26, 12:24, 1:5] = 1, 2
+        image = rng.normal(100, 15, label.shape) + 60 * (label == 1) + 120 * (label == 2)
+        name = f"hippocampus_{n:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), task / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, np.eye(4)), task / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "Hippocampus", "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+            "training": training, "test": []}
+    (task / "dataset.json").write_text(json.dumps(meta))

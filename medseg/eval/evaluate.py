@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medseg import provenance
 from medseg.data.classes import ClassMap, dataset_labels
 from medseg.data.slice_dataset import SliceDataset, check_ingested, read_ingest_summary, read_manifest
 from medseg.errors import MedsegError
@@ -184,6 +185,9 @@ def evaluate(dataset: str, strategy: str, data_dir: str | Path, model_path: str 
         run = {"dataset": dataset, "strategy": strategy, "synthetic": bool(ingest.get("synthetic")),
                "class_names": _class_names(ingest, model, metadata), "training": _training(Path(model_path), metadata)}
         metrics, details = _metrics(run, model, metadata, (per_slice, per_volume), settings)
+        record = provenance.current()
+        if record is not None:  # the revision, input hashes and params digest (params in full: provenance.json)
+            metrics["provenance"] = provenance.brief(record)
         per_slice.to_parquet(tmp / "per_slice.parquet", index=False)
         per_volume.to_parquet(tmp / "per_volume.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -37,11 +37,25 @@ def _read_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def collect_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """Metrics of every run under ``runs_dir/<dataset>/<mode>/<strategy>/eval/metrics.json``."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise MedsegError("runs directory not found", runs_dir)
+def collect_runs(runs_dirs: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Metrics of every run under ``<runs_dir>/<dataset>/<mode>/<strategy>/eval/metrics.json``, over one
+    runs folder or several (a Kubeflow grid's collected evaluations); a run found twice is an error."""
+    roots = [Path(runs_dirs)] if isinstance(runs_dirs, str | Path) else [Path(p) for p in runs_dirs]
+    runs: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for root in roots:
+        if not root.is_dir():
+            raise MedsegError("runs directory not found", root)
+        for run in _collect_root(root):
+            key = str(run["_overlays"].parent.relative_to(root))
+            if key in seen:
+                raise MedsegError(f"run {key} appears twice (also under {seen[key]})", root)
+            seen[key] = root
+            runs.append(run)
+    return runs
+
+
+def _collect_root(runs_dir: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(runs_dir.glob(RUN_GLOB)):
         metrics = _read_object(path, "metrics")
@@ -199,7 +213,7 @@ def _cell(ours: pd.DataFrame, reference: pd.DataFrame, where: tuple[int, str, bo
     return f"**{ours_value:.2f}** / {reference_text}{difference}"
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path, compare_average: bool = False,
+def write_report(runs_dir: str | Path | Sequence[str | Path], out_dir: str | Path, compare_average: bool = False,
                  datasets: Sequence[str] | None = None) -> Path:
     """Write ``report.md``, ``report.csv`` (all runs), ``comparison.csv`` (beside the paper), ``report.html``
     and ``figures/``; returns the Markdown path. ``compare_average``: set datasets the study did not use
@@ -214,10 +228,11 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, compare_average: boo
     if not runs:
         raise MedsegError(f"no evaluated runs found (expected {RUN_GLOB.replace('*', '<x>', 3)} for "
                           f"{', '.join(datasets) if datasets is not None else 'any dataset'}; run `medseg evaluate` "
-                          "first)", runs_dir)
+                          "first)", runs_dir if isinstance(runs_dir, str | Path) else ", ".join(map(str, runs_dir)))
     reference = load_reference()
     compared = comparison_rows(entries(runs), reference, compare_average)
-    with output_dir("report", out_dir, [runs_dir]) as tmp:
+    inputs = [runs_dir] if isinstance(runs_dir, str | Path) else list(runs_dir)
+    with output_dir("report", out_dir, inputs) as tmp:
         figures = write_figures(tmp / "figures", runs, compared)
         body = _markdown(runs, compared, (reference, compare_average), figures)
         if left_out:

@@ -90,9 +90,10 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
-                    ) -> TrainConfig:
+                    strategy: str | None = None) -> TrainConfig:
         """The run's settings; the few-shot profile (``finetune.fewshot``) overrides epochs, batch size
-        and early stopping when enabled (in params or by ``fewshot=True``)."""
+        and early stopping when enabled (in params or by ``fewshot=True``). ``strategy`` picks its
+        backbone's weights when ``finetune.checkpoint`` names one file per backbone."""
         if mode not in MODES:
             raise MedsegError(f"unknown mode '{mode}'; known: {list(MODES)}")
         finetune = params["finetune"]
@@ -104,7 +105,7 @@ class TrainConfig:
             early_stopping_patience=int(epochs_source["early_stopping_patience"]),
             lr=float(finetune["lr"]), weight_decay=float(finetune["weight_decay"]),
             warmup_iters=int(finetune["warmup_iters"]), num_classes=0,
-            checkpoint=finetune.get("checkpoint") or None,
+            checkpoint=checkpoint_for(finetune.get("checkpoint"), strategy),
             encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
             embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
             augment=AugmentConfig.from_params(finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
@@ -150,6 +151,21 @@ class TrainConfig:
         settings = json.dumps({"dataset": dataset, "strategy": strategy, **asdict(self)}, sort_keys=True, default=str)
         return {"settings": hashlib.sha256(settings.encode()).hexdigest(), "data": data_fingerprint(data_dir),
                 "weights": weights_fingerprint(self.checkpoint, self.encoder_checkpoint)}
+
+
+def checkpoint_for(setting: str | dict[str, str | None] | None, strategy: str | None) -> str | None:
+    """The weights a strategy starts from: ``finetune.checkpoint`` is one file, or one per backbone
+    (``{vit_t: checkpoints/mobile_sam.pt, vit_b: ...}``: a grid over backbones needs each its own)."""
+    if not isinstance(setting, dict):
+        return setting or None
+    if strategy is None:
+        if not any(setting.values()):
+            return None
+        raise MedsegError("names one file per backbone: give the strategy", "finetune.checkpoint")
+    from medseg.models.strategy_ids import parse_strategy
+
+    backbone = parse_strategy(strategy).backbone
+    return setting.get(backbone) or None
 
 
 def _check_int(key: str, value: object, low: int, high: int | None) -> None:

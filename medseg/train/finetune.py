@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from medseg import provenance
 from medseg.atomic import write_json
 from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
 from medseg.data.slice_dataset import read_ingest_summary
@@ -188,7 +189,9 @@ def _publish(work: Path, out_tmp: Path, summary: dict[str, Any], best: str) -> N
     folder, which becomes the output when the run ends."""
     shutil.copy2(work / best, out_tmp / "model.pt")
     shutil.copytree(work / "training", out_tmp / "training")
-    write_json(out_tmp / "train_summary.json", summary)
+    record = provenance.current()
+    write_json(out_tmp / "train_summary.json",
+               summary if record is None else {**summary, "provenance": provenance.brief(record)})
 
 
 def _peak_memory_mb(device: torch.device) -> int:

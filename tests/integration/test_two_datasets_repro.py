@@ -7,49 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
-from PIL import Image
 
+from helpers import busi_layout as _busi
+from helpers import hippocampus_layout as _hippocampus
 from helpers import project_copy, run_tool, tiny_params
 
 pytestmark = pytest.mark.slow  # about 3-6 minutes on 2 cores: 8 trainings and evaluations
 MODES, STRATEGIES = ["automated", "box"], ["vit_t_dec_vanilla", "vit_t_endec_lora"]
-
-
-def _busi(root: Path, count: int = 10) -> None:
-    """Ultrasound-like PNGs with one bright lesion each and its 0/255 mask beside it."""
-    rng = np.random.default_rng(0)
-    folder = root / "Dataset_BUSI_with_GT" / "benign"
-    folder.mkdir(parents=True)
-    yy, xx = np.mgrid[:48, :48]
-    for n in range(1, count + 1):
-        cy, cx, r = rng.integers(14, 34), rng.integers(14, 34), rng.integers(5, 10)
-        lesion = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        image = np.clip(rng.normal(80, 20, (48, 48)) + 120 * lesion, 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(folder / f"benign ({n}).png")
-        Image.fromarray((lesion * 255).astype(np.uint8)).save(folder / f"benign ({n})_mask.png")
-
-
-def _hippocampus(root: Path, count: int = 6) -> None:
-    """MSD Task04 volumes with two structures: label 1 (anterior) and label 2 (posterior)."""
-    rng = np.random.default_rng(1)
-    task = root / "Task04_Hippocampus"
-    (task / "imagesTr").mkdir(parents=True)
-    (task / "labelsTr").mkdir()
-    training = []
-    for n in range(1, count + 1):
-        label = np.zeros((32, 32, 6), dtype=np.uint8)
-        label[8:16, 8:20, 1:5], label[18:26, 12:24, 1:5] = 1, 2
-        image = rng.normal(100, 15, label.shape) + 60 * (label == 1) + 120 * (label == 2)
-        name = f"hippocampus_{n:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image.astype(np.float32), np.eye(4)), task / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, np.eye(4)), task / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {"name": "Hippocampus", "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-            "training": training, "test": []}
-    (task / "dataset.json").write_text(json.dumps(meta))
 
 
 def _params() -> dict:

@@ -1,56 +1,186 @@
-"""The Kubeflow pipeline compiles offline and mirrors the DVC stages."""
+"""The Kubeflow pipelines compile offline, mirror the DVC stages and carry the platform spec a cluster
+needs: the commit's image, params as task inputs, GPUs per backbone, secrets by reference, retries."""
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from helpers import tiny_params
-from medseg.cli import STEPS
-from pipelines.compile import compile_pipeline
+from helpers import REPO, tiny_params
+from medseg.errors import MedsegError
+from pipelines.compile import compile_pipeline, image_tag
+
+TAG = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _params(**grid: Any) -> dict[str, Any]:
+    params = tiny_params()
+    params["kubeflow"]["pipelines"]["study"].update(grid)
+    params["kubeflow"]["gpu"]["node_selector"] = {"nvidia.com/gpu.present": "true"}
+    params["kubeflow"]["gpu"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                                 "effect": "NoSchedule"}]
+    return params
+
+
+def _compile(tmp: Path, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline spec, with the platform spec (the second YAML document) under ``platforms``."""
+    path = compile_pipeline(name, params, tmp / f"{name}.yaml", TAG, REPO / "params.yaml")
+    spec, *platform = yaml.safe_load_all(path.read_text())
+    return {**spec, **(platform[0] if platform else {})}
 
 
 @pytest.fixture(scope="module")
-def ir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    path = compile_pipeline(tiny_params(), tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
-    return yaml.safe_load(path.read_text())
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    grid = {"datasets": ["us_breast", "mri_hippocampus"], "strategies": ["vit_t_dec_vanilla", "vit_b_endec_lora"],
+            "modes": ["automated", "box"], "parallelism": 3}
+    return _compile(tmp_path_factory.mktemp("kfp"), "study", _params(**grid))
 
 
-def test_one_task_per_step(ir: dict[str, Any]) -> None:
-    tasks = ir["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(name for name, *_ in STEPS)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _compile(tmp_path_factory.mktemp("kfp"), "demo", tiny_params())
 
 
-def test_each_task_runs_its_medseg_step_in_the_project_image(ir: dict[str, Any]) -> None:
-    image = tiny_params()["kubeflow"]["image"]
-    executors = ir["deploymentSpec"]["executors"]
-    for name, task in ir["root"]["dag"]["tasks"].items():
-        container = executors[f"exec-{task['componentRef']['name'].removeprefix('comp-')}"]["container"]
-        assert container["image"] == image
-        assert container["command"] == ["medseg", name]
-        assert container["resources"]["resourceCpuLimit"] == tiny_params()["kubeflow"]["resources"]["cpu_limit"]
+def _executors(ir: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name.removeprefix("exec-"): spec["container"] for name, spec in ir["deploymentSpec"]["executors"].items()}
 
 
-def test_training_waits_for_validation_and_report_for_evaluation(ir: dict[str, Any]) -> None:
-    tasks = ir["root"]["dag"]["tasks"]
-    assert "validate" in tasks["finetune"]["dependentTasks"]
-    assert tasks["report"]["dependentTasks"] == ["evaluate"]
+def _base(name: str) -> str:
+    return re.sub(r"-\d+$", "", name)
 
 
-def test_compiled_copy_in_the_repo_is_current(tmp_path: Path) -> None:
-    """pipelines/compiled/ must be regenerated (make pipeline) when components change."""
-    repo = Path(__file__).resolve().parents[2]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    fresh = compile_pipeline(params, tmp_path / "fresh.yaml").read_text()
-    assert (repo / "pipelines/compiled/medseg_demo.yaml").read_text() == fresh
+def test_every_task_runs_its_medseg_step_in_the_commits_image(demo: dict[str, Any]) -> None:
+    for name, container in _executors(demo).items():
+        assert container["image"] == f"ghcr.io/medseg/medseg:{TAG}"
+        step = _base(name)
+        command = container["command"]
+        assert command[:2] == ["medseg", step] or command[-2:] == ["medseg.cli", step]
+    assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "evaluate", "report"}
 
 
-def test_report_publishes_markdown_and_html_for_the_kubeflow_ui(ir: dict[str, Any]) -> None:
-    outputs = ir["components"]["comp-report"]["outputDefinitions"]["artifacts"]
-    kinds = {name: spec["artifactType"]["schemaTitle"] for name, spec in outputs.items()}
-    assert kinds["table"] == "system.Markdown" and kinds["page"] == "system.HTML"
-    args = ir["deploymentSpec"]["executors"]["exec-report"]["container"]["args"]
-    assert "--html" in args and "--markdown" in args
+def test_params_are_run_parameters_and_task_inputs(demo: dict[str, Any]) -> None:
+    """The compiled params (params.yaml + the demo profile + grid) and the override reach every medseg task
+    as inputs, so Kubeflow's cache key includes them; the image carries none."""
+    inputs = demo["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {"params", "params_override", "dvc_remote"}
+    compiled = yaml.safe_load(inputs["params"]["defaultValue"])
+    assert compiled["ingest"]["datasets"] == ["sample"] and compiled["finetune"]["max_epochs"] == 8  # demo profile
+    for name, container in _executors(demo).items():
+        if _base(name) != "pull":
+            args = container["args"]
+            assert args[args.index("--params-text") + 1] == "{{$.inputs.parameters['params']}}"
+            assert args[args.index("--params-override") + 1] == "{{$.inputs.parameters['params_override']}}"
+            assert "{{$}}" in args
+
+
+def test_study_grid_is_nested_parallel_for_with_limits_and_one_report(study: dict[str, Any]) -> None:
+    root = study["root"]["dag"]["tasks"]
+    outer = next(task for task in root.values() if "parameterIterator" in task)
+    assert outer["iteratorPolicy"]["parallelismLimit"] == 3
+    assert yaml.safe_load(outer["parameterIterator"]["items"]["raw"]) == ["us_breast", "mri_hippocampus"]
+    inner_dag = study["components"][outer["componentRef"]["name"]]["dag"]["tasks"]
+    inner = next(task for task in inner_dag.values() if "parameterIterator" in task)
+    cells = yaml.safe_load(inner["parameterIterator"]["items"]["raw"])
+    assert len(cells) == 4 and {c["mode"] for c in cells} == {"automated", "box"}
+    assert {c["strategy"]: c["memory_limit"] for c in cells} == {"vit_t_dec_vanilla": "24G", "vit_b_endec_lora": "48G"}
+    assert root["report"]["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == outer["taskInfo"][
+        "name"]
+
+
+def test_training_and_evaluation_request_gpus_per_backbone(study: dict[str, Any]) -> None:
+    executors = _executors(study)
+    for step in ("finetune", "evaluate"):
+        resources = executors[step]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert "subvar-processes" in resources["accelerator"]["resourceCount"]
+        assert "subvar-memory_limit" in resources["resourceMemoryLimit"]
+    for step in ("pull", "ingest", "validate", "report"):
+        assert "accelerator" not in executors[step]["resources"]
+
+
+def test_platform_spec_secret_node_selector_tolerations_shm(study: dict[str, Any]) -> None:
+    platform = study["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, spec in platform.items():
+        if _base(name.removeprefix("exec-")) == "pull":
+            assert {e["envVar"] for e in spec["secretAsEnv"][0]["keyToEnv"]} == {
+                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
+            assert spec["secretAsEnv"][0]["secretName"] == "medseg-s3"
+    for step in ("exec-finetune", "exec-evaluate"):
+        assert platform[step]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert platform[step]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert platform["exec-finetune"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert not any("secretAsEnv" in platform.get(f"exec-{s}", {}) for s in ("ingest", "finetune", "report"))
+
+
+def test_every_task_retries_with_backoff(study: dict[str, Any]) -> None:
+    def tasks(dag: dict[str, Any]) -> list[dict[str, Any]]:
+        found = []
+        for task in dag["tasks"].values():
+            found.append(task)
+            sub = study["components"][task["componentRef"]["name"]].get("dag")
+            found += tasks(sub) if sub else []
+        return found
+
+    containers = [t for t in tasks(study["root"]["dag"]) if "dag" not in study["components"][t["componentRef"]["name"]]]
+    assert containers and all(t["retryPolicy"]["maxRetryCount"] == 2 and t["retryPolicy"]["backoffFactor"] == 2
+                              for t in containers)
+
+
+def test_study_pulls_each_backbones_weights_when_named(tmp_path: Path) -> None:
+    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla"], modes=["automated"])
+    ir = _compile(tmp_path, "study", params)  # the study profile names the official checkpoints
+    cells = [yaml.safe_load(t["parameterIterator"]["items"]["raw"]) for c in ir["components"].values()
+             for t in c.get("dag", {}).get("tasks", {}).values() if "parameterIterator" in t
+             and "raw" in t["parameterIterator"]["items"] and "{" in t["parameterIterator"]["items"]["raw"]]
+    assert cells[0][0]["checkpoint_folder"] == "checkpoints" and cells[0][0]["checkpoint_name"] == "mobile_sam.pt"
+    args = _executors(ir)["finetune"]["args"]
+    assert any("IfPresent" in a and "--checkpoint" in a for a in args)
+
+
+def test_mixed_checkpoints_are_refused(tmp_path: Path) -> None:
+    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla", "vit_b_dec_vanilla"], profile="half")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles/half.yaml").write_text("finetune:\n  checkpoint: {vit_t: checkpoints/mobile_sam.pt}\n")
+    with pytest.raises(MedsegError, match="some backbones"):
+        compile_pipeline("study", params, tmp_path / "x.yaml", TAG, tmp_path / "params.yaml")
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_unknown_pipeline_and_bad_tag_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(MedsegError, match="no pipeline 'nope'"):
+        compile_pipeline("nope", tiny_params(), tmp_path / "x.yaml", TAG, REPO / "params.yaml")
+    with pytest.raises(MedsegError, match="image tag"):
+        image_tag("bad tag/with slash")
+
+
+def test_default_tag_is_head_and_uncommitted_changes_are_refused(tmp_path: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("commit", "-qm", "x")
+    assert image_tag(None, tmp_path) == git("rev-parse", "HEAD")
+    (tmp_path / "f.txt").write_text("b")
+    with pytest.raises(MedsegError, match="uncommitted changes"):
+        image_tag(None, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["demo", "study"])
+def test_committed_pipelines_are_current(tmp_path: Path, name: str) -> None:
+    """pipelines/compiled/<name>.yaml must be regenerated (make pipeline) when components or params change;
+    compiled with the image tag it names (the commit it was compiled at)."""
+    committed = (REPO / "pipelines/compiled" / f"{name}.yaml").read_text()
+    tag = re.search(r"image: ghcr\.io/medseg/medseg:(\S+)", committed).group(1)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    fresh = compile_pipeline(name, copy.deepcopy(params), tmp_path / "fresh.yaml", tag, REPO / "params.yaml")
+    assert committed == fresh.read_text()

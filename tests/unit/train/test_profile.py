@@ -30,7 +30,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def _study_values(params: dict) -> dict:
-    config = TrainConfig.from_params(params)
+    config = TrainConfig.from_params(params, strategy="vit_t_dec_vanilla")
     augment = config.augment
     return {"image_size": params["ingest"]["image_size"], "max_epochs": config.max_epochs,
             "patience": config.early_stopping_patience, "warmup": config.warmup_iters,

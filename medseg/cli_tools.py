@@ -1,0 +1,187 @@
+"""The ``medseg`` tools that are not pipeline steps (registry, parameter counts, profiles, compiling the
+Kubeflow pipelines, pulling a commit's DVC data), and what every subcommand shares."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from medseg.errors import MedsegError
+from medseg.params import load_params, section
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def step_params(args: argparse.Namespace) -> dict:
+    """The step's settings: ``--params`` (or ``--params-text``) with ``--params-override`` merged in; kept
+    on ``args`` for the provenance record."""
+    args.loaded_params = load_params(args.params, text=args.params_text, override=args.params_override)
+    return args.loaded_params
+
+
+def copy_text(step: str, source: Path, target: str, signature: str) -> None:
+    """Copy a text output to a single file a user asked for; an existing file is replaced only when it
+    begins with ``signature`` (an earlier copy of the same output)."""
+    from medseg.outputs import output_file, starts_with
+
+    with output_file(step, target, [source.parent], starts_with(signature)) as tmp:
+        tmp.write_text(source.read_text())
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    if args.check or args.fields:  # one entry file, or the format: no params needed
+        from medseg.data.registry_schema import check_entry_file, fields_markdown
+
+        if args.check:
+            spec = check_entry_file(args.check)
+            print(f"ok: {spec.alias} ({spec.adapter})")
+        else:
+            print(fields_markdown(), end="")
+        return 0
+    from medseg.data.registry import load_registry, markdown_table
+
+    params = step_params(args)
+    ingest = {**section(params, "ingest"), "classes": section(params, "finetune").get("classes") or {}}
+    extra = ingest.get("extra_registries")
+    registry = load_registry(extra)
+    if args.check_params:
+        return _check_datasets(args, ingest, registry)
+    if args.raw or args.out:
+        raise MedsegError("--raw and --out go with --check-params")
+    if args.readme:
+        from medseg.data.registry import README_HEADER, readme_markdown
+        from medseg.outputs import output_file, starts_with
+
+        generated = starts_with(README_HEADER.split(" from the registry")[0])
+        with output_file("datasets", args.readme, extra or [], generated) as tmp:
+            tmp.write_text(readme_markdown(registry))
+        print(f"datasets: wrote {args.readme}")
+        return 0
+    print(markdown_table(registry))
+    return 0
+
+
+def _check_datasets(args: argparse.Namespace, ingest: dict, registry: dict) -> int:
+    """``datasets --check-params``: every alias of ``ingest.datasets`` registered (and with ``--raw``, its raw
+    folder present); with ``--out``, the entry each ingest reads as ``<out>/<alias>.json``."""
+    from medseg.data.preflight import (
+        check_class_choices,
+        check_raw_folders,
+        registered,
+        untracked_registries,
+        write_entries,
+    )
+    from medseg.params import params_path
+
+    extra = ingest.get("extra_registries") or []
+    specs = registered(ingest["datasets"], registry, params_path(args.params))
+    check_class_choices(ingest["classes"], specs, params_path(args.params))
+    if args.raw:
+        check_raw_folders(specs, Path(args.raw))
+    if args.out:
+        write_entries(specs, args.out, [args.raw, *extra])
+        for folder in untracked_registries(extra):
+            print(f"datasets: warning: ingest.extra_registries: {folder} is not under registry/, the folder the "
+                  "datasets stage depends on: dvc repro will not notice edits to its entries", file=sys.stderr)
+    print(f"datasets: {', '.join(s.alias for s in specs)} registered"
+          f"{f', raw folders under {args.raw}' if args.raw else ''}{f' -> {args.out}' if args.out else ''}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from medseg.models.report import markdown_report, parameter_rows
+    from medseg.models.strategies import PeftConfig
+
+    peft = PeftConfig.from_params(section(step_params(args), "models"))
+    print("Parameters at 1024x1024 with 2 output classes (background + 1), as in the study's Table 3.\n")
+    print(markdown_report(parameter_rows(peft)))
+    return 0
+
+
+def _zeroshot_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is an earlier ``export_sam`` output (read safely, tensors memory-mapped)."""
+    import torch
+
+    from medseg.models.checkpoints import CHECKPOINT_FORMAT
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a torch file at all: not ours
+        return False
+    return (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+            and isinstance(payload.get("metadata"), dict) and payload["metadata"].get("zeroshot") is True)
+
+
+def _export_sam(args: argparse.Namespace) -> int:
+    from medseg.models.checkpoints import export_checkpoint
+    from medseg.models.factory import model_spec, zeroshot_model
+    from medseg.models.strategies import PeftConfig
+    from medseg.outputs import output_file
+
+    if not args.image_size.isdigit():
+        raise MedsegError(f"--image-size must be a whole number of pixels, not '{args.image_size}'")
+    with output_file("export_sam", args.out, [args.checkpoint], _zeroshot_checkpoint) as tmp:
+        model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
+        metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
+        export_checkpoint(model, tmp, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
+    print(f"export_sam: original SAM {args.backbone} with {args.mode} prompts -> {args.out}")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from medseg.provenance import git_revision
+    from medseg.remote import pull
+
+    pin = pull(args.target, args.out, args.remote or None)
+    args.artifact_metadata = {**git_revision(), "dvc_target": pin.target, "dvc_hash": pin.md5,
+                              "pinned_by": Path(pin.source).name}
+    print(f"pull: {pin.target} ({pin.md5}, pinned by {Path(pin.source).name}) -> {args.out}")
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from medseg.profiles import profile_command
+
+    print(profile_command(args.name, args.params, dvc=args.dvc))
+    return 0
+
+
+def _compile_pipeline(args: argparse.Namespace) -> int:
+    from pipelines.compile import compile_pipeline, image_tag
+
+    params = step_params(args)
+    tag = image_tag(args.image_tag)
+    path = compile_pipeline(args.name, params, args.out, tag, args.params)
+    print(f"compile_pipeline: the {args.name} pipeline (image tag {tag}) written to {path}")
+    return 0
+
+
+TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (demo or study) to YAML",
+          (("--name", "demo (the sample on CPUs) or study (the grid on GPUs, the paper's recipe)"),
+           ("--out", "output pipeline YAML"),
+           ("--image-tag", "image tag to run (default: the checkout's git SHA; refused with uncommitted changes)",
+            "optional"))),
+         ("pull", _pull, "pull one DVC-tracked path at the version this commit pins, from the DVC remote",
+          (("--target", "tracked path, e.g. data/raw/mri_prostate or checkpoints/sam_vit_b_01ec64.pth"),
+           ("--out", "where to write it (a new path)"),
+           ("--remote", "DVC remote name (default: the project's default remote)", "optional"))),
+         ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",
+          (("--readme", "write data/README.md (table + download and dvc add steps) here", "optional"),
+           ("--check", "check one registry entry file (<alias>.yaml): prints 'ok: <alias> (<adapter>)'", "optional"),
+           ("--fields", "print every entry field and adapter setting as Markdown tables", "switch"),
+           ("--check-params", "check that every alias of ingest.datasets is registered (the datasets stage)",
+            "switch"),
+           ("--raw", "with --check-params: folder of the raw datasets, each <alias>/ must exist", "optional"),
+           ("--out", "with --check-params: write the entry each ingest reads here as <alias>.json", "optional"))),
+         ("export_sam", _export_sam, "original SAM with point/box prompts (three candidates) as an evaluable model",
+          (("--backbone", "vit_h, vit_b or vit_t"), ("--mode", "point or box"),
+           ("--image-size", "input size of the ingested slices, e.g. 256"), ("--out", "model.pt to write"),
+           ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"))),
+         ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
+         ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
+          (("--name", "profile name, or a YAML file of params.yaml overrides"),
+           ("--dvc", "print the `dvc exp run -S ...` command instead of editing params.yaml", "switch"))))
+
+

@@ -1,0 +1,150 @@
+"""The Kubeflow pipelines, ``demo`` and ``study``: one shape, a grid of datasets x strategies x modes.
+
+For each dataset (a ``ParallelFor``): ``pull`` its raw data at the version the image's commit pins, then
+``ingest`` and ``validate``; for each cell of the grid on it (a nested ``ParallelFor``): ``pull`` the
+strategy's SAM weights when the params name them, ``finetune`` and ``evaluate``; then one ``report`` over
+every evaluation (``dsl.Collected``). The settings are the commit's params.yaml with the pipeline's profile
+and grid applied (``kubeflow.pipelines.<name>``), compiled in as the run parameter ``params``; a run may
+set ``params_override`` on top. Both are task inputs, so Kubeflow's cache key includes them, and the image
+tag (the git SHA) too: cached results never cross settings or code revisions.
+"""
+
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from kfp import dsl, kubernetes
+
+from components import evaluate, finetune, ingest, pull, report, validate
+from medseg.errors import MedsegError
+from medseg.models.strategy_ids import parse_strategy
+from medseg.params import merged
+from medseg.params_schema import validated
+from medseg.profiles import profile_file
+from medseg.train.config import checkpoint_for
+
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a compiled pipeline fixes: its name, image, settings, datasets and grid cells."""
+
+    name: str
+    image: str
+    params_text: str
+    datasets: list[str]
+    cells: list[dict[str, Any]]  # strategy, mode, processes, resources, checkpoint folder/name ("" = none)
+    gpu: bool
+    kubeflow: dict[str, Any]
+    parallelism: int
+
+
+def run_params(params: dict[str, Any], name: str, params_path: Path) -> dict[str, Any]:
+    """params.yaml with the pipeline's profile and grid applied, checked against the schema."""
+    grids = params["kubeflow"]["pipelines"]
+    if name not in grids:
+        raise MedsegError(f"no pipeline {name!r} (kubeflow.pipelines has {', '.join(sorted(grids))})", params_path)
+    grid = grids[name]
+    profile = yaml.safe_load(profile_file(grid["profile"], params_path).read_text(encoding="utf-8")) or {}
+    sample = [alias for alias in grid["datasets"] if alias == "sample"]
+    cells = {"sample": {"datasets": sample}, "ingest": {"datasets": grid["datasets"]},
+             "finetune": {"strategies": grid["strategies"], "modes": grid["modes"]}}
+    return validated(merged(merged(params, profile), cells), f"{params_path} with kubeflow.pipelines.{name}")
+
+
+def _cell(strategy: str, mode: str, resources: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+    path = PurePosixPath(checkpoint) if checkpoint else None
+    return {"strategy": strategy, "mode": mode, "processes": int(resources.get("gpus", 1)),
+            **{key: str(resources[key]) for key in RESOURCE_KEYS},
+            "checkpoint_folder": str(path.parent) if path else "", "checkpoint_name": path.name if path else ""}
+
+
+def make_plan(params: dict[str, Any], name: str, image_tag: str, params_path: Path) -> Plan:
+    """The plan of pipeline ``name`` for ``params`` (the commit's params.yaml, schema-checked)."""
+    settings = run_params(params, name, params_path)
+    kubeflow, grid = settings["kubeflow"], settings["kubeflow"]["pipelines"][name]
+    cells = []
+    for strategy in grid["strategies"]:
+        backbone = parse_strategy(strategy).backbone
+        resources = kubeflow["gpu"]["per_backbone"][backbone] if grid["gpu"] else kubeflow["resources"]
+        if grid["gpu"] and backbone not in kubeflow["gpu"]["per_backbone"]:
+            raise MedsegError(f"no GPU resources for {backbone} (kubeflow.gpu.per_backbone)", params_path)
+        weights = checkpoint_for(settings["finetune"].get("checkpoint"), strategy)
+        cells += [_cell(strategy, mode, resources, weights) for mode in grid["modes"]]
+    if len({bool(cell["checkpoint_name"]) for cell in cells}) > 1:
+        raise MedsegError("finetune.checkpoint names weights for some backbones of the grid but not others: "
+                          "name them for every backbone, or none (random init)", params_path)
+    text = json.dumps(settings)  # one line: kfp's header comment breaks on multi-line defaults; YAML reads JSON
+    return Plan(name, f"{kubeflow['image_repository']}:{image_tag}", text, list(grid["datasets"]), cells,
+                bool(grid["gpu"]), kubeflow, int(grid["parallelism"]))
+
+
+def _configure(task: dsl.PipelineTask, plan: Plan, resources: Any | None = None) -> dsl.PipelineTask:
+    """Image, CPU/memory (fixed, or from a grid cell's item), retries with backoff."""
+    source = resources if resources is not None else plan.kubeflow["resources"]
+    pick = (lambda key: getattr(source, key)) if resources is not None else source.__getitem__
+    task.set_container_image(plan.image)
+    task.set_cpu_request(pick("cpu_request")).set_cpu_limit(pick("cpu_limit"))
+    task.set_memory_request(pick("memory_request")).set_memory_limit(pick("memory_limit"))
+    retries = plan.kubeflow["retries"]
+    task.set_retry(num_retries=retries["max_retries"], backoff_duration=f"{retries['backoff_seconds']}s",
+                   backoff_factor=float(retries["backoff_factor"]),
+                   backoff_max_duration=f"{retries['backoff_max_seconds']}s")
+    return task
+
+
+def _on_gpu(task: dsl.PipelineTask, plan: Plan, cell: Any) -> None:
+    """An accelerator per cell (per backbone), with the GPU nodes' selector and tolerations."""
+    gpu = plan.kubeflow["gpu"]
+    task.set_accelerator_type(gpu["accelerator"]).set_accelerator_limit(cell.processes)
+    for key, value in gpu["node_selector"].items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in gpu["tolerations"]:
+        kubernetes.add_toleration(task, key=toleration.get("key"), operator=toleration.get("operator", "Equal"),
+                                  value=toleration.get("value"), effect=toleration.get("effect"),
+                                  toleration_seconds=toleration.get("tolerationSeconds"))
+
+
+def _pull(plan: Plan, folder: Any, name: Any, remote: Any) -> dsl.PipelineTask:
+    task = _configure(pull(folder=folder, name=name, remote=remote), plan)
+    if plan.kubeflow["s3_secret"]:  # by reference: the driver injects it; nothing reads the Kubernetes API
+        kubernetes.use_secret_as_env(task, secret_name=plan.kubeflow["s3_secret"],
+                                     secret_key_to_env={key: key for key in S3_KEYS})
+    return task
+
+
+def build(plan: Plan) -> Callable[..., Any]:
+    """The pipeline function of ``plan``, ready for ``kfp.compiler.Compiler().compile``."""
+
+    @dsl.pipeline(name=f"medseg-{plan.name}", description=__doc__)
+    def pipeline(params: str = plan.params_text, params_override: str = "",
+                 dvc_remote: str = plan.kubeflow["dvc_remote"]) -> None:
+        settings = {"params": params, "params_override": params_override}
+        with dsl.ParallelFor(items=plan.datasets, parallelism=plan.parallelism) as dataset:
+            raw = _pull(plan, "data/raw", dataset, dvc_remote).set_display_name("pull raw data")
+            processed = _configure(ingest(dataset=dataset, raw=raw.outputs["data"], **settings), plan)
+            checked = _configure(validate(dataset=dataset, raw=raw.outputs["data"],
+                                          processed=processed.outputs["processed"], **settings), plan)
+            with dsl.ParallelFor(items=plan.cells, parallelism=plan.parallelism) as cell:
+                inputs = {"processed": processed.outputs["processed"], "validation": checked.outputs["validation"]}
+                if plan.cells[0]["checkpoint_name"]:
+                    weights = _pull(plan, cell.checkpoint_folder, cell.checkpoint_name, dvc_remote)
+                    inputs["checkpoint"] = weights.set_display_name("pull SAM weights").outputs["data"]
+                trained = finetune(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
+                                   processes=cell.processes, **inputs, **settings)
+                scored = evaluate(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
+                                  processed=processed.outputs["processed"], run=trained.outputs["run"], **settings)
+                for task in (trained, scored):
+                    _configure(task, plan, cell if plan.gpu else None)
+                    if plan.gpu:
+                        _on_gpu(task, plan, cell)
+                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        _configure(report(runs=dsl.Collected(scored.outputs["runs"]), **settings), plan)
+
+    return pipeline

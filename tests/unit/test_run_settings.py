@@ -1,0 +1,87 @@
+"""What a run records and how a Kubeflow task receives its settings: params text and override, the
+provenance beside every output, and the executor input's artifacts and metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO
+from medseg import kfp_io, provenance
+from medseg.cli import main
+from medseg.errors import MedsegError
+from medseg.params import load_params
+
+
+def test_override_merges_key_by_key_and_is_checked() -> None:
+    text = (REPO / "params.yaml").read_text()
+    params = load_params(text=text, override='{"finetune": {"max_epochs": 3}, "evaluate": {"device": "cpu"}}')
+    assert params["finetune"]["max_epochs"] == 3 and params["finetune"]["lr"] == 1e-4  # siblings kept
+    assert load_params(text=text, override="")["finetune"]["max_epochs"] == 8
+    with pytest.raises(MedsegError, match=r"--params-override: finetune.lr: .*greater than 0"):
+        load_params(text=text, override="finetune: {lr: -1}")
+    with pytest.raises(MedsegError, match="--params-override: expected a mapping"):
+        load_params(text=text, override="[1, 2]")
+    with pytest.raises(MedsegError, match="--params-text: not valid YAML"):
+        load_params(text="a: [")
+
+
+def test_dvc_hash_matches_what_dvc_lock_records() -> None:
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    out = lock["stages"]["sample@sample"]["outs"][0]
+    if not (REPO / out["path"]).is_dir():
+        pytest.skip("demo outputs not checked out")
+    assert provenance.dvc_hash(REPO / out["path"]) == out["md5"]
+    assert provenance.dvc_hash(REPO / "params.yaml") == __import__("hashlib").md5(
+        (REPO / "params.yaml").read_bytes()).hexdigest()
+
+
+def test_sample_step_records_no_file_and_report_inputs_are_named(tmp_path: Path, params_file: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(provenance.GIT_SHA_ENV, "abc123")
+    assert main(["sample", "--out", str(tmp_path / "raw"), "--params", str(params_file)]) == 0
+    assert not (tmp_path / "raw" / provenance.PROVENANCE_FILE).exists()  # raw data stays as generated
+
+
+def test_ingest_records_revision_input_hash_and_params(tmp_path: Path, phantom_raw: Path, params_file: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(provenance.GIT_SHA_ENV, "abc123")
+    out = tmp_path / "processed"
+    assert main(["ingest", "--dataset", "sample", "--raw", str(phantom_raw), "--out", str(out),
+                 "--params", str(params_file), "--params-override", "ingest: {image_size: 32}"]) == 0
+    record = json.loads((out / provenance.PROVENANCE_FILE).read_text())
+    assert record["git_sha"] == "abc123" and record["step"] == "ingest"
+    assert record["inputs"]["raw"]["dvc_hash"] == provenance.dvc_hash(phantom_raw)
+    assert record["params"]["ingest"]["image_size"] == 32
+    assert record["params_sha256"] == provenance.params_sha256(record["params"])
+
+
+def _executor_input(tmp_path: Path, outputs: dict[str, str], inputs: dict[str, list[str]]) -> dict:
+    return {"inputs": {"artifacts": {n: {"artifacts": [{"name": n, "uri": u} for u in uris]}
+                                     for n, uris in inputs.items()}},
+            "outputs": {"artifacts": {n: {"artifacts": [{"name": n, "uri": u, "metadata": {}}]}
+                                      for n, u in outputs.items()},
+                        "outputFile": str(tmp_path / "kfp/executor_output.json")}}
+
+
+def test_executor_input_paths_follow_the_launchers_mounts(tmp_path: Path) -> None:
+    executor_input = _executor_input(tmp_path, {}, {"runs": ["minio://mlpipeline/a/runs", "s3://b/c", "gs://g/h",
+                                                             str(tmp_path / "local")]})
+    assert kfp_io.input_paths(executor_input, "runs") == [Path("/minio/mlpipeline/a/runs"), Path("/s3/b/c"),
+                                                          Path("/gcs/g/h"), tmp_path / "local"]
+    with pytest.raises(MedsegError, match="no input artifact 'other'"):
+        kfp_io.input_paths(executor_input, "other")
+    with pytest.raises(MedsegError, match="--kfp-executor-input: not JSON"):
+        kfp_io.parse("{not json")
+
+
+def test_metadata_is_written_for_the_launcher_to_merge(tmp_path: Path) -> None:
+    executor_input = _executor_input(tmp_path, {"metrics": "minio://x/m", "runs": "minio://x/r"}, {})
+    path = kfp_io.write_metadata(executor_input, {"metrics": {"dice_mean": 0.5, "hd95_mean": float("nan")}})
+    written = json.loads(path.read_text())["artifacts"]["metrics"]["artifacts"][0]
+    assert written["uri"] == "minio://x/m" and written["metadata"] == {"dice_mean": 0.5, "hd95_mean": None}
+    with pytest.raises(MedsegError, match="no output artifact named nope"):
+        kfp_io.write_metadata(executor_input, {"nope": {}})
