@@ -14,9 +14,22 @@ export PATH := $(abspath $(BIN)):$(PATH)
 IMAGE_REPO ?= $(or $(shell sed -n 's/^[[:space:]]*image_repository:[[:space:]]*\([^[:space:]\#]*\).*/\1/p' params.yaml 2>/dev/null | head -n 1),ghcr.io/medseg/medseg)
 IMAGE_TAG ?=
 GIT_SHA = $(shell git rev-parse HEAD)
-# Changes not committed, compiled pipelines left aside (they name the image, not the other way round).
-GIT_CHANGES = git status --porcelain -- . ':(exclude)pipelines/compiled'
+# What the image is built from (.dockerignore's allowlist).
+IMAGE_PATHS := pyproject.toml README.md requirements.lock medseg components pipelines .dvc/config dvc.yaml \
+	dvc.lock data checkpoints registry profiles docker/finetune-job.sh
+# Uncommitted changes: to tracked files, and new files that would enter the image. Compiled pipelines
+# are left aside: they name the image, not the other way round.
+GIT_CHANGES = git status --porcelain --untracked-files=no -- . ':(exclude)pipelines/compiled'; \
+	git status --porcelain --untracked-files=all -- $(IMAGE_PATHS) ':(exclude)pipelines/compiled'
 TAG = $(or $(IMAGE_TAG),$(GIT_SHA))
+
+# $(call refuse_uncommitted,target): without IMAGE_TAG, stop when the tree differs from HEAD.
+define refuse_uncommitted
+	@if [ -z "$(IMAGE_TAG)" ] && [ -n "$$($(GIT_CHANGES))" ]; then \
+		echo "make $(1): the working tree has changes that are not committed; commit them (the image is" \
+		     "named for the commit) or name the image yourself: make $(1) IMAGE_TAG=..." >&2; \
+		{ $(GIT_CHANGES); } >&2; exit 2; fi
+endef
 DOCKER ?= docker
 KUBECTL ?= kubectl
 JOB_NAME ?= medseg-finetune
@@ -46,15 +59,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint docker/Dockerfile
 
+# One tag for both (compiling the first changes a tracked file, which must not stop the second).
 pipeline: $(STAMP)  ## compile the Kubeflow pipelines (demo and study) for IMAGE_TAG (default: HEAD's SHA)
-	$(BIN)/medseg compile_pipeline --name demo --out pipelines/compiled/demo.yaml $(if $(IMAGE_TAG),--image-tag $(IMAGE_TAG))
-	$(BIN)/medseg compile_pipeline --name study --out pipelines/compiled/study.yaml $(if $(IMAGE_TAG),--image-tag $(IMAGE_TAG))
+	$(call refuse_uncommitted,pipeline)
+	$(BIN)/medseg compile_pipeline --name demo --out pipelines/compiled/demo.yaml --image-tag $(TAG)
+	$(BIN)/medseg compile_pipeline --name study --out pipelines/compiled/study.yaml --image-tag $(TAG)
 
 image:  ## docker build <IMAGE_REPO>:<IMAGE_TAG or HEAD's SHA> from docker/Dockerfile
-	@if [ -z "$(IMAGE_TAG)" ] && [ -n "$$($(GIT_CHANGES))" ]; then \
-		echo "make image: the working tree has changes that are not committed; commit them (the image is" \
-		     "named for the commit) or name the image yourself: make image IMAGE_TAG=..." >&2; \
-		$(GIT_CHANGES) >&2; exit 2; fi
+	$(call refuse_uncommitted,image)
 	$(DOCKER) build -f docker/Dockerfile \
 		--build-arg GIT_SHA=$(GIT_SHA)$(if $(shell $(GIT_CHANGES)),-dirty) \
 		-t $(IMAGE_REPO):$(TAG) .
