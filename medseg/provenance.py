@@ -26,8 +26,8 @@ def git_revision(cwd: str | Path | None = None) -> dict[str, Any]:
     """``{"git_sha": ..., "git_dirty": ...}``: the image's build revision (``$MEDSEG_GIT_SHA``), else the
     checkout's HEAD and whether tracked files differ from it; ``unknown`` outside any git checkout."""
     baked = os.environ.get(GIT_SHA_ENV, "").strip()
-    if baked:
-        return {"git_sha": baked, "git_dirty": False}
+    if baked:  # `make image IMAGE_TAG=...` from a changed tree bakes "<sha>-dirty"
+        return {"git_sha": baked.removesuffix("-dirty"), "git_dirty": baked.endswith("-dirty")}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
                              timeout=30).stdout.strip()

@@ -25,7 +25,8 @@ def image_tag(explicit: str | None = None, cwd: str | Path | None = None) -> str
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
                              timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)pipelines/compiled"], cwd=cwd,  # they name the image, not vice versa
                                capture_output=True, text=True, check=True, timeout=60).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         raise MedsegError("no git checkout to take the image tag from: pass --image-tag") from exc
