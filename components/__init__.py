@@ -3,7 +3,7 @@
 commit: locally, `dvc pull` does it). No logic lives here."""
 
 from components.evaluate import evaluate
-from components.finetune import finetune
+from components.finetune import finetune, finetune_with_weights
 from components.ingest import ingest
 from components.pull import pull
 from components.report import report
@@ -20,4 +20,5 @@ STEP_COMPONENTS = {
     "report": report,
 }
 
-__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "ingest", "pull", "report", "sample", "validate"]
+__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "finetune_with_weights", "ingest", "pull", "report", "sample",
+           "validate"]

@@ -20,8 +20,7 @@ def evaluate(
         command=["medseg", "evaluate"],
         args=[
             "--dataset", dataset, "--strategy", strategy, "--data", processed.path,
-            "--model", dsl.ConcatPlaceholder([run.path, "/model.pt"]),
-            "--out", dsl.ConcatPlaceholder([runs.path, "/", dataset, "/", mode, "/", strategy, "/eval"]),
+            "--model", run.path, "--runs-root", runs.path, "--mode", mode,  # no Concat: the backend passes it as is
             *settings_args(params, params_override),
         ],
     )

@@ -13,6 +13,6 @@ def pull(folder: str, name: str, remote: str, data: Output[Artifact]) -> dsl.Con
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGE,
         command=["medseg", "pull"],
-        args=["--target", dsl.ConcatPlaceholder([folder, "/", name]), "--out", data.path, "--remote", remote,
+        args=["--folder", folder, "--target", name, "--out", data.path, "--remote", remote,
               "--kfp-executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER],
     )

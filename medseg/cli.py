@@ -90,6 +90,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings = section(params, "evaluate")
     prompts = PromptSettings(**section(params, "finetune").get("prompts", {}))
+    args.model, args.out = _model_file(args.model), _evaluation_dir(args)
     metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, ScoreSettings.from_params(params),
                        int(settings["batch_size"]), prompts, int(settings["overlay_slices"]),
                        str(settings.get("device", "auto")))
@@ -98,6 +99,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {dice} over "
           f"{metrics['num_slices']} slices -> {Path(args.out) / 'metrics.json'}")
     return 0
+
+
+def _model_file(model: str) -> str:
+    """``--model``: the exported file, or a run folder holding it (a Kubeflow ``Model`` artifact)."""
+    return str(Path(model) / "model.pt") if Path(model).is_dir() else model
+
+
+def _evaluation_dir(args: argparse.Namespace) -> str:
+    """``--out``, or ``<--runs-root>/<dataset>/<mode>/<strategy>/eval``: the layout ``report`` reads."""
+    if (args.out is None) == (args.runs_root is None):
+        raise MedsegError("give --out, or --runs-root with --mode (not both)")
+    if args.out is not None:
+        return args.out
+    if args.mode is None:
+        raise MedsegError("--runs-root needs --mode (automated, point or box) to name the run's folder")
+    check_name(args.mode, "--mode")
+    return str(Path(args.runs_root) / args.dataset / args.mode / args.strategy / "eval")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -112,7 +130,8 @@ def _report(args: argparse.Namespace) -> int:
 
         args.runs_list = input_paths(args.executor_input, "runs")
     runs = args.runs if args.runs is not None else args.runs_list
-    table = write_report(runs, args.out, compare_average=args.compare_average, datasets=datasets)
+    table = write_report(runs, args.out, compare_average=args.compare_average, datasets=datasets,
+                         carry_runs=args.carry_runs)
     if args.markdown:
         copy_text("report", table, args.markdown, "# medseg results")
     if args.html:
@@ -159,14 +178,18 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--checkpoint", "initial SAM weights file, instead of finetune.checkpoint", "optional"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
-     (DATASET, STRATEGY, DATA, ("--model", "exported model.pt"), ("--out", "evaluation directory"))),
+     (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),
+      ("--out", "evaluation directory", "optional"),
+      ("--runs-root", "instead of --out: write <runs-root>/<dataset>/<mode>/<strategy>/eval", "optional"),
+      ("--mode", "with --runs-root: the mode that names the run's folder", "optional"))),
     ("report", _report, "aggregate evaluated runs into the results table",
      (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs (on Kubeflow: the collected input)",
        "optional"), ("--out", "report directory"),
       ("--markdown", "also write the report to this single Markdown file", "optional"),
       ("--html", "also write the self-contained HTML report to this file", "optional"),
       ("--compare-average", "set datasets the study did not use beside the paper's Average row", "switch"),
-      ("--all-datasets", "report every run found, not only those of ingest.datasets", "switch"))),
+      ("--all-datasets", "report every run found, not only those of ingest.datasets", "switch"),
+      ("--carry-runs", "copy the runs' summaries into <out>/runs, so another report can read this one", "switch"))),
 )
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__)

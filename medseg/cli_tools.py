@@ -134,7 +134,8 @@ def _pull(args: argparse.Namespace) -> int:
     from medseg.provenance import git_revision
     from medseg.remote import pull
 
-    pin = pull(args.target, args.out, args.remote or None)
+    target = f"{args.folder.rstrip('/')}/{args.target}" if args.folder else args.target
+    pin = pull(target, args.out, args.remote or None)
     args.artifact_metadata = {**git_revision(), "dvc_target": pin.target, "dvc_hash": pin.md5,
                               "pinned_by": Path(pin.source).name}
     print(f"pull: {pin.target} ({pin.md5}, pinned by {Path(pin.source).name}) -> {args.out}")
@@ -165,6 +166,7 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
             "optional"))),
          ("pull", _pull, "pull one DVC-tracked path at the version this commit pins, from the DVC remote",
           (("--target", "tracked path, e.g. data/raw/mri_prostate or checkpoints/sam_vit_b_01ec64.pth"),
+           ("--folder", "the folder --target is in, e.g. data/raw (then --target is the name)", "optional"),
            ("--out", "where to write it (a new path)"),
            ("--remote", "DVC remote name (default: the project's default remote)", "optional"))),
          ("datasets", _datasets, "the dataset registry: study datasets, layouts, licences",

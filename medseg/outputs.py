@@ -40,7 +40,7 @@ STEP_FILES = {  # what each step writes into its output folder (glob patterns, r
     "finetune": ("model.pt", "train_summary.json", "training/*", "provenance.json"),
     "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png",
                  "provenance.json"),
-    "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json"),
+    "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json", "runs/*"),
 }
 NO_PROVENANCE_FILE = ("sample", "datasets")  # raw data and registry entries stay exactly what they are
 PathLike = str | Path

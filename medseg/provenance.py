@@ -65,10 +65,19 @@ def record(step: str, inputs: Mapping[str, str | Path | None], params: Mapping[s
             "params": dict(params)}
 
 
+BRIEF_INPUTS = 8  # more inputs than this (a report's collected runs) are summarised in the brief form
+
+
 def brief(provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """What metrics.json and the Kubeflow artifact metadata carry: everything but the params in full
-    (those are in provenance.json beside it, under the same digest)."""
-    return {key: value for key, value in provenance.items() if key != "params"}
+    """What metrics.json and the Kubeflow artifact metadata carry: everything but the params in full (those
+    are in provenance.json beside it, under the same digest); many inputs become a count and one digest of
+    their hashes, so that a task collecting hundreds of artifacts stays within the launcher's limits."""
+    short = {key: value for key, value in provenance.items() if key != "params"}
+    inputs = short.get("inputs", {})
+    if len(inputs) > BRIEF_INPUTS:
+        listing = json.dumps(sorted(entry["dvc_hash"] for entry in inputs.values()))
+        short["inputs"] = {"count": len(inputs), "hashes_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    return short
 
 
 def write(folder: str | Path, provenance: Mapping[str, Any]) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -66,6 +67,19 @@ def _pin_from(entry: Any, target: str, source: Path) -> Pin:
     return Pin(target, entry["md5"], entry.get("size"), entry.get("nfiles"), str(source))
 
 
+def _current_stage(project: Path) -> Callable[[str], bool]:
+    """Whether a dvc.lock stage name is one dvc.yaml defines now (DVC keeps entries of removed stages): a
+    plain stage by its name, a matrix or foreach stage as ``<name>@<item>``."""
+    dvc_yaml = project / "dvc.yaml"
+    defined = ((_read_yaml(dvc_yaml) or {}).get("stages") or {}) if dvc_yaml.is_file() else {}
+
+    def current(name: str) -> bool:
+        base, generated, _ = name.partition("@")
+        stage = defined.get(base)
+        return isinstance(stage, dict) and generated == ("@" if ("matrix" in stage or "foreach" in stage) else "")
+    return current
+
+
 def find_pin(project: Path, target: str) -> Pin:
     """The version of ``target`` the project pins, from ``<target>.dvc`` or from ``dvc.lock``."""
     target = _target(target)
@@ -78,9 +92,10 @@ def find_pin(project: Path, target: str) -> Pin:
         return _pin_from(named[0], target, pointer)
     lock = project / "dvc.lock"
     stages = ((_read_yaml(lock) or {}).get("stages") or {}) if lock.is_file() else {}
-    for stage in stages.values():
+    current = _current_stage(project)
+    for name, stage in stages.items():
         for out in (stage or {}).get("outs") or []:
-            if isinstance(out, dict) and out.get("path") == target:
+            if isinstance(out, dict) and out.get("path") == target and current(name):
                 return _pin_from(out, target, lock)
     raise MedsegError(f"{target} is not tracked by DVC in this project (no {target}.dvc, not an output in "
                       "dvc.lock): `dvc add` it (or run its stage), commit, and `dvc push`", project)

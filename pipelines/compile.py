@@ -6,6 +6,7 @@ uncommitted changes (the image built from that SHA would not hold them); ``--ima
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from medseg.errors import MedsegError
 from medseg.outputs import output_file, starts_with
 from medseg.params import params_path
+
+LOOP_ITEM_FIELD = re.compile(r"(pipelinechannel--loop-item-param-\d+)-subvar-(\w+)")
 
 
 def image_tag(explicit: str | None = None, cwd: str | Path | None = None) -> str:
@@ -45,6 +48,31 @@ def compile_pipeline(name: str, params: dict[str, Any], out: str | Path, tag: st
 
     out = Path(out)
     plan = make_plan(params, name, tag, params_path(params_file))
+    pipeline = build(plan)
+    select_loop_item_fields(pipeline.pipeline_spec)
     with output_file("compile_pipeline", out, owned=starts_with("# PIPELINE DEFINITION")) as tmp:
-        compiler.Compiler().compile(build(plan), str(tmp))
+        compiler.Compiler().compile(pipeline, str(tmp))
     return out
+
+
+def select_loop_item_fields(spec: Any) -> int:
+    """Point task inputs made from a loop item's field at the item, with a field selector; returns how many.
+
+    kfp 2.17 compiles a field used in a task *setting* (``set_cpu_limit(cell.cpu_limit)``) as an input
+    ``pipelinechannel--loop-item-param-N-subvar-F`` read from the loop's DAG, which never declares it, so
+    the driver would stop ("parent DAG does not have input parameter"). A field passed as an ordinary
+    argument compiles to ``pipelinechannel--loop-item-param-N`` with ``parseJson(string_value)["F"]``:
+    this gives the settings the same form."""
+    count = 0
+    for component in spec.components.values():
+        if not component.HasField("dag"):
+            continue
+        declared = set(component.input_definitions.parameters)
+        for task in component.dag.tasks.values():
+            for name, value in task.inputs.parameters.items():
+                field = LOOP_ITEM_FIELD.fullmatch(value.component_input_parameter)
+                if field and name == field.group(0) and name not in declared and field.group(1) in declared:
+                    value.component_input_parameter = field.group(1)
+                    value.parameter_expression_selector = f'parseJson(string_value)["{field.group(2)}"]'
+                    count += 1
+    return count

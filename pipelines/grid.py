@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from kfp import dsl, kubernetes
 
-from components import evaluate, finetune, ingest, pull, report, validate
+from components import evaluate, finetune, finetune_with_weights, ingest, pull, report, validate
 from medseg.errors import MedsegError
 from medseg.models.strategy_ids import parse_strategy
 from medseg.params import merged
@@ -39,7 +39,7 @@ class Plan:
     image: str
     params_text: str
     datasets: list[str]
-    cells: list[dict[str, Any]]  # strategy, mode, processes, resources, checkpoint folder/name ("" = none)
+    cells: list[dict[str, str]]  # strategy, mode, processes, resources, checkpoint folder/name ("" = none)
     gpu: bool
     kubeflow: dict[str, Any]
     parallelism: int
@@ -58,9 +58,11 @@ def run_params(params: dict[str, Any], name: str, params_path: Path) -> dict[str
     return validated(merged(merged(params, profile), cells), f"{params_path} with kubeflow.pipelines.{name}")
 
 
-def _cell(strategy: str, mode: str, resources: dict[str, Any], checkpoint: str | None) -> dict[str, Any]:
+def _cell(strategy: str, mode: str, resources: dict[str, Any], checkpoint: str | None) -> dict[str, str]:
+    """One grid cell: what it trains and with which resources, all strings (the driver copies only strings
+    from loop items into the pod spec)."""
     path = PurePosixPath(checkpoint) if checkpoint else None
-    return {"strategy": strategy, "mode": mode, "processes": int(resources.get("gpus", 1)),
+    return {"strategy": strategy, "mode": mode, "processes": str(resources.get("gpus", 1)),
             **{key: str(resources[key]) for key in RESOURCE_KEYS},
             "checkpoint_folder": str(path.parent) if path else "", "checkpoint_name": path.name if path else ""}
 
@@ -72,9 +74,9 @@ def make_plan(params: dict[str, Any], name: str, image_tag: str, params_path: Pa
     cells = []
     for strategy in grid["strategies"]:
         backbone = parse_strategy(strategy).backbone
-        resources = kubeflow["gpu"]["per_backbone"][backbone] if grid["gpu"] else kubeflow["resources"]
         if grid["gpu"] and backbone not in kubeflow["gpu"]["per_backbone"]:
             raise MedsegError(f"no GPU resources for {backbone} (kubeflow.gpu.per_backbone)", params_path)
+        resources = kubeflow["gpu"]["per_backbone"][backbone] if grid["gpu"] else kubeflow["resources"]
         weights = checkpoint_for(settings["finetune"].get("checkpoint"), strategy)
         cells += [_cell(strategy, mode, resources, weights) for mode in grid["modes"]]
     if len({bool(cell["checkpoint_name"]) for cell in cells}) > 1:
@@ -85,10 +87,12 @@ def make_plan(params: dict[str, Any], name: str, image_tag: str, params_path: Pa
                 bool(grid["gpu"]), kubeflow, int(grid["parallelism"]))
 
 
-def _configure(task: dsl.PipelineTask, plan: Plan, resources: Any | None = None) -> dsl.PipelineTask:
-    """Image, CPU/memory (fixed, or from a grid cell's item), retries with backoff."""
-    source = resources if resources is not None else plan.kubeflow["resources"]
-    pick = (lambda key: getattr(source, key)) if resources is not None else source.__getitem__
+def _configure(task: dsl.PipelineTask, plan: Plan, cell: Any | None = None) -> dsl.PipelineTask:
+    """Image, CPU/memory (fixed, or a grid cell's: per backbone), GPUs on GPU nodes for a cell's task in a
+    GPU pipeline, retries with backoff."""
+    def pick(key: str) -> Any:
+        return getattr(cell, key) if cell is not None else plan.kubeflow["resources"][key]
+
     task.set_container_image(plan.image)
     task.set_cpu_request(pick("cpu_request")).set_cpu_limit(pick("cpu_limit"))
     task.set_memory_request(pick("memory_request")).set_memory_limit(pick("memory_limit"))
@@ -96,13 +100,15 @@ def _configure(task: dsl.PipelineTask, plan: Plan, resources: Any | None = None)
     task.set_retry(num_retries=retries["max_retries"], backoff_duration=f"{retries['backoff_seconds']}s",
                    backoff_factor=float(retries["backoff_factor"]),
                    backoff_max_duration=f"{retries['backoff_max_seconds']}s")
+    if plan.gpu and cell is not None:
+        _on_gpu(task, plan, cell.processes)
     return task
 
 
-def _on_gpu(task: dsl.PipelineTask, plan: Plan, cell: Any) -> None:
-    """An accelerator per cell (per backbone), with the GPU nodes' selector and tolerations."""
+def _on_gpu(task: dsl.PipelineTask, plan: Plan, gpus: Any) -> None:
+    """GPUs, with the GPU nodes' selector and tolerations."""
     gpu = plan.kubeflow["gpu"]
-    task.set_accelerator_type(gpu["accelerator"]).set_accelerator_limit(cell.processes)
+    task.set_accelerator_type(gpu["accelerator"]).set_accelerator_limit(gpus)
     for key, value in gpu["node_selector"].items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in gpu["tolerations"]:
@@ -119,6 +125,18 @@ def _pull(plan: Plan, folder: Any, name: Any, remote: Any) -> dsl.PipelineTask:
     return task
 
 
+def _train(plan: Plan, cell: Any, inputs: dict[str, Any], remote: Any) -> dsl.PipelineTask:
+    """One fine-tuning task (after pulling its weights, when the params name them), sized by the cell."""
+    if plan.cells[0]["checkpoint_name"]:
+        weights = _pull(plan, cell.checkpoint_folder, cell.checkpoint_name, remote)
+        task = finetune_with_weights(checkpoint=weights.set_display_name("pull SAM weights").outputs["data"],
+                                     **inputs)
+    else:
+        task = finetune(**inputs)
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+    return _configure(task, plan, cell)
+
+
 def build(plan: Plan) -> Callable[..., Any]:
     """The pipeline function of ``plan``, ready for ``kfp.compiler.Compiler().compile``."""
 
@@ -132,19 +150,14 @@ def build(plan: Plan) -> Callable[..., Any]:
             checked = _configure(validate(dataset=dataset, raw=raw.outputs["data"],
                                           processed=processed.outputs["processed"], **settings), plan)
             with dsl.ParallelFor(items=plan.cells, parallelism=plan.parallelism) as cell:
-                inputs = {"processed": processed.outputs["processed"], "validation": checked.outputs["validation"]}
-                if plan.cells[0]["checkpoint_name"]:
-                    weights = _pull(plan, cell.checkpoint_folder, cell.checkpoint_name, dvc_remote)
-                    inputs["checkpoint"] = weights.set_display_name("pull SAM weights").outputs["data"]
-                trained = finetune(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
-                                   processes=cell.processes, **inputs, **settings)
-                scored = evaluate(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
-                                  processed=processed.outputs["processed"], run=trained.outputs["run"], **settings)
-                for task in (trained, scored):
-                    _configure(task, plan, cell if plan.gpu else None)
-                    if plan.gpu:
-                        _on_gpu(task, plan, cell)
-                kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
-        _configure(report(runs=dsl.Collected(scored.outputs["runs"]), **settings), plan)
+                inputs = {"dataset": dataset, "strategy": cell.strategy, "mode": cell.mode,
+                          "processes": cell.processes, "processed": processed.outputs["processed"],
+                          "validation": checked.outputs["validation"], **settings}
+                trained = _train(plan, cell, inputs, dvc_remote)
+                scored = _configure(evaluate(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
+                                             processed=processed.outputs["processed"],
+                                             run=trained.outputs["run"], **settings), plan, cell)
+            per_dataset = _configure(report(runs=dsl.Collected(scored.outputs["runs"]), **settings), plan)
+        _configure(report(runs=dsl.Collected(per_dataset.outputs["report_dir"]), **settings), plan)
 
     return pipeline

@@ -11,6 +11,7 @@ report --compare-average``) sets them beside the paper's Average row of the same
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from medseg.outputs import output_dir
 
 REQUIRED = ("dataset", "strategy", "mode", "dice_mean", "num_slices", "num_patients")
 RUN_GLOB = "*/*/*/eval/metrics.json"
+
+
+CARRIED_RUNS = "runs"  # with --carry-runs: the evaluations this report read, for a later report
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:
@@ -46,13 +50,26 @@ def collect_runs(runs_dirs: str | Path | Sequence[str | Path]) -> list[dict[str,
     for root in roots:
         if not root.is_dir():
             raise MedsegError("runs directory not found", root)
+        if (root / CARRIED_RUNS).is_dir() and (root / "report.md").is_file():
+            root = root / CARRIED_RUNS  # an earlier report that carries its runs (a Kubeflow dataset's report)
         for run in _collect_root(root):
             key = str(run["_overlays"].parent.relative_to(root))
             if key in seen:
                 raise MedsegError(f"run {key} appears twice (also under {seen[key]})", root)
             seen[key] = root
-            runs.append(run)
+            runs.append({**run, "_key": key})
     return runs
+
+
+def _carry(runs: list[dict[str, Any]], folder: Path) -> None:
+    """Copy each run's evaluation summary (metrics, details, overlays, provenance) under ``folder``, so a
+    later report can read this report as a runs root."""
+    for run in runs:
+        source, target = run["_overlays"].parent, folder / run["_key"]
+        target.mkdir(parents=True)
+        for name in ("metrics.json", DETAILS_FILE, "overlays.png", "provenance.json"):
+            if (source / name).is_file():
+                shutil.copy2(source / name, target / name)
 
 
 def _collect_root(runs_dir: Path) -> list[dict[str, Any]]:
@@ -214,7 +231,7 @@ def _cell(ours: pd.DataFrame, reference: pd.DataFrame, where: tuple[int, str, bo
 
 
 def write_report(runs_dir: str | Path | Sequence[str | Path], out_dir: str | Path, compare_average: bool = False,
-                 datasets: Sequence[str] | None = None) -> Path:
+                 datasets: Sequence[str] | None = None, carry_runs: bool = False) -> Path:
     """Write ``report.md``, ``report.csv`` (all runs), ``comparison.csv`` (beside the paper), ``report.html``
     and ``figures/``; returns the Markdown path. ``compare_average``: set datasets the study did not use
     beside its Average row; ``datasets``: report only runs of these (e.g. ``ingest.datasets``), and name
@@ -243,6 +260,8 @@ def write_report(runs_dir: str | Path | Sequence[str | Path], out_dir: str | Pat
         pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_") and not isinstance(v, dict)}
                       for r in runs]).to_csv(tmp / "report.csv", index=False)
         compared.to_csv(tmp / "comparison.csv", index=False)
+        if carry_runs:
+            _carry(runs, tmp / CARRIED_RUNS)
     return Path(out_dir) / "report.md"
 
 

@@ -60,6 +60,7 @@ def test_every_task_runs_its_medseg_step_in_the_commits_image(demo: dict[str, An
         step = _base(name)
         command = container["command"]
         assert command[:2] == ["medseg", step] or command[-2:] == ["medseg.cli", step]
+        assert not any("Concat" in arg or "IfPresent" in arg for arg in container["args"])  # the backend skips them
     assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "evaluate", "report"}
 
 
@@ -88,13 +89,25 @@ def test_study_grid_is_nested_parallel_for_with_limits_and_one_report(study: dic
     cells = yaml.safe_load(inner["parameterIterator"]["items"]["raw"])
     assert len(cells) == 4 and {c["mode"] for c in cells} == {"automated", "box"}
     assert {c["strategy"]: c["memory_limit"] for c in cells} == {"vit_t_dec_vanilla": "24G", "vit_b_endec_lora": "48G"}
-    assert root["report"]["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == outer["taskInfo"][
-        "name"]
+    final = next(task for name, task in root.items() if name.startswith("report"))
+    assert final["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == outer["taskInfo"]["name"]
+    assert any(name.startswith("report") for name in inner_dag)  # one report per dataset, then one over those
+
+
+def test_loop_item_fields_in_task_settings_are_selected_from_the_item(study: dict[str, Any]) -> None:
+    """Resources from a cell reach the driver as the item's fields (kfp alone leaves them undeclared)."""
+    for component in study["components"].values():
+        declared = set(component.get("inputDefinitions", {}).get("parameters", {}))
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            for name, value in task.get("inputs", {}).get("parameters", {}).items():
+                source = value.get("componentInputParameter", "")
+                assert "subvar" not in source, (name, source)
+                assert not source or source in declared, (name, source)
 
 
 def test_training_and_evaluation_request_gpus_per_backbone(study: dict[str, Any]) -> None:
     executors = _executors(study)
-    for step in ("finetune", "evaluate"):
+    for step in ("finetune-with-weights", "evaluate"):
         resources = executors[step]["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert "subvar-processes" in resources["accelerator"]["resourceCount"]
@@ -110,10 +123,10 @@ def test_platform_spec_secret_node_selector_tolerations_shm(study: dict[str, Any
             assert {e["envVar"] for e in spec["secretAsEnv"][0]["keyToEnv"]} == {
                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"}
             assert spec["secretAsEnv"][0]["secretName"] == "medseg-s3"
-    for step in ("exec-finetune", "exec-evaluate"):
+    for step in ("exec-finetune-with-weights", "exec-evaluate"):
         assert platform[step]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert platform[step]["tolerations"][0]["key"] == "nvidia.com/gpu"
-    assert platform["exec-finetune"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    assert platform["exec-finetune-with-weights"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert not any("secretAsEnv" in platform.get(f"exec-{s}", {}) for s in ("ingest", "finetune", "report"))
 
 
@@ -138,8 +151,8 @@ def test_study_pulls_each_backbones_weights_when_named(tmp_path: Path) -> None:
              for t in c.get("dag", {}).get("tasks", {}).values() if "parameterIterator" in t
              and "raw" in t["parameterIterator"]["items"] and "{" in t["parameterIterator"]["items"]["raw"]]
     assert cells[0][0]["checkpoint_folder"] == "checkpoints" and cells[0][0]["checkpoint_name"] == "mobile_sam.pt"
-    args = _executors(ir)["finetune"]["args"]
-    assert any("IfPresent" in a and "--checkpoint" in a for a in args)
+    args = _executors(ir)["finetune-with-weights"]["args"]
+    assert args[args.index("--checkpoint") + 1] == "{{$.inputs.artifacts['checkpoint'].path}}"
 
 
 def test_mixed_checkpoints_are_refused(tmp_path: Path) -> None:

@@ -103,7 +103,10 @@ def test_stage_outputs_pinned_in_dvc_lock(project: Path, tmp_path: Path, monkeyp
     shutil.copytree(project, copy)
     entry = yaml.safe_load((copy / "data/raw/us_breast.dvc").read_text())["outs"][0]
     (copy / "data/raw/us_breast.dvc").unlink()
-    lock = {"schema": "2.0", "stages": {"make": {"cmd": "x", "outs": [{**entry, "path": "data/raw/us_breast"}]}}}
+    stale = {**entry, "md5": "0" * 32 + ".dir"}  # DVC keeps the entries of stages dvc.yaml no longer has
+    lock = {"schema": "2.0", "stages": {"old": {"cmd": "x", "outs": [{**stale, "path": "data/raw/us_breast"}]},
+                                        "make@a": {"cmd": "x", "outs": [{**entry, "path": "data/raw/us_breast"}]}}}
     (copy / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (copy / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {"matrix": {"x": ["a"]}, "cmd": "x"}}}))
     assert _pull(copy, "data/raw/us_breast", tmp_path / "r", monkeypatch=monkeypatch) == 0
     assert (tmp_path / "r/a.png").read_bytes() == b"image-a"

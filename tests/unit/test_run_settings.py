@@ -85,3 +85,40 @@ def test_metadata_is_written_for_the_launcher_to_merge(tmp_path: Path) -> None:
     assert written["uri"] == "minio://x/m" and written["metadata"] == {"dice_mean": 0.5, "hd95_mean": None}
     with pytest.raises(MedsegError, match="no output artifact named nope"):
         kfp_io.write_metadata(executor_input, {"nope": {}})
+
+
+def test_a_report_carrying_its_runs_feeds_a_later_report(tmp_path: Path) -> None:
+    """Kubeflow's two-level report: one per dataset (carrying its runs), then one over those."""
+    from medseg.eval.report import write_report
+
+    runs = REPO / "results/runs"
+    if not (runs / "sample/automated/vit_t_dec_vanilla/eval/overlays.png").is_file():
+        pytest.skip("demo outputs not checked out")
+    first = write_report([runs], tmp_path / "per_dataset", carry_runs=True).parent
+    assert (first / "runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json").is_file()
+    final = write_report([first], tmp_path / "final").parent
+    assert (final / "report.csv").read_text() == (first / "report.csv").read_text()
+    with pytest.raises(MedsegError, match="appears twice"):
+        write_report([first, runs], tmp_path / "twice")
+
+
+def test_evaluation_folder_from_runs_root_and_model_folder(tmp_path: Path) -> None:
+    import argparse
+
+    from medseg.cli import _evaluation_dir, _model_file
+
+    args = argparse.Namespace(out=None, runs_root=str(tmp_path), mode="box", dataset="us_breast",
+                              strategy="vit_t_dec_vanilla")
+    assert _evaluation_dir(args) == str(tmp_path / "us_breast/box/vit_t_dec_vanilla/eval")
+    with pytest.raises(MedsegError, match="not both"):
+        _evaluation_dir(argparse.Namespace(**{**vars(args), "out": "x"}))
+    with pytest.raises(MedsegError, match="needs --mode"):
+        _evaluation_dir(argparse.Namespace(**{**vars(args), "mode": None}))
+    assert _model_file(str(tmp_path)) == str(tmp_path / "model.pt")
+
+
+def test_many_inputs_are_summarised_in_the_brief_form() -> None:
+    inputs = {f"runs_{i}": {"path": f"/r/{i}", "dvc_hash": f"{i:032x}"} for i in range(20)}
+    record = {"step": "report", "inputs": inputs, "params": {"a": 1}, "params_sha256": "x"}
+    short = provenance.brief(record)
+    assert short["inputs"]["count"] == 20 and "params" not in short and len(json.dumps(short)) < 300
