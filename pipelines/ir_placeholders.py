@@ -1,5 +1,6 @@
-"""One task of compiled KFP v2 IR as the Kubeflow driver and launcher see it: placeholders, the
-ExecutorInput, pod resources and the ExecutorOutput merge.
+"""One task of compiled KFP v2 IR as the Kubeflow driver and launcher see it: input parameters (defaults,
+loop-item fields where kfp misplaces them), placeholders, the ExecutorInput, pod resources and secrets,
+and the ExecutorOutput merge.
 
 A task's container command is resolved in the cluster's order: ``IfPresent`` blocks are expanded
 (the driver: an input is present only when the task passes it a non-null value; defaults do not
@@ -15,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ _RESOURCES = {  # recorded name: (field that takes placeholders, legacy number f
     "memory_limit": ("resourceMemoryLimit", "memoryLimit", "{}G"),
     "memory_request": ("resourceMemoryRequest", "memoryRequest", "{}G"),
 }
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot run, as compiled or as called."""
 
 
 @dataclass
@@ -78,6 +84,18 @@ def format_value(value: Any) -> str:
             return str(value)
         return str(normalise(float(value))) if float(value).is_integer() else repr(float(value))
     return to_json(value)
+
+
+def pb_text(value: Any) -> str:
+    """A parameter value as text, as the backend's ``PbValueToText`` writes it (numbers without exponent)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            return {math.inf: "+Inf", -math.inf: "-Inf"}.get(number, "NaN")
+        return str(int(number)) if number.is_integer() else format(Decimal(repr(number)), "f")
+    return value if isinstance(value, str) else to_json(value)
 
 
 def parse_text(text: str, parameter_type: str) -> Any:
@@ -293,3 +311,57 @@ def merge_executor_output(
         if name not in values:
             values[name] = parse_text(Path(file).read_text(), parameter_type)
     return values
+
+
+def with_defaults(definitions: dict[str, Any], given: dict[str, Any], owner: str, dag: bool = True) -> dict[str, Any]:
+    """``given`` plus the defaults of the parameters it leaves out; a required one left out is an error.
+    A DAG's optional parameters without a default are null; a container's are left out."""
+    values = {k: v["defaultValue"] for k, v in definitions.items() if "defaultValue" in v and k not in given}
+    if dag:
+        values.update({k: None for k, v in definitions.items() if v.get("isOptional") and k not in {*given, *values}})
+    missing = sorted(k for k, v in definitions.items() if not ({k} & {*given, *values} or v.get("isOptional")))
+    if missing:
+        raise PipelineError(f"{owner}: no value for input parameters {missing}")
+    return {**values, **given}
+
+
+def misplaced_input(
+    name: str, source: str, selector: str | None, parameters: dict[str, Any], warnings: list[str]
+) -> Any:
+    """A component input the enclosing DAG lacks, taken where kfp put it. kfp compiles a loop-item field used in
+    task settings as ``ITEM-subvar-FIELD`` in a DAG that has only ``ITEM``, and (kfp issue #13273) a loop-item
+    field in a dsl.If/Elif/Else condition as ``ITEM`` + selector in a DAG that has only ``ITEM-subvar-FIELD``."""
+    field_name = re.fullmatch(r'parseJson\(string_value\)\["([^"]*)"\]', selector or "")
+    subvar = f"{source}-subvar-{field_name.group(1)}" if field_name else None
+    item, _, item_field = source.rpartition("-subvar-")
+    if subvar not in parameters and item not in parameters:
+        raise PipelineError(f"{name}: the enclosing DAG has no input parameter {source!r}")
+    warnings.append(
+        f"{source!r} is not an input of the enclosing DAG, which has {subvar if subvar in parameters else item!r}"
+        " (kfp compiles loop-item fields this way in task settings and in If/Elif/Else conditions); the Kubeflow"
+        " driver stops with 'parent DAG does not have input parameter'"
+    )
+    if subvar in parameters:
+        return parameters[subvar]
+    value = select(parameters[item], f'parseJson(string_value)["{item_field}"]')
+    return select(value, selector) if selector else value
+
+
+def secret_env(
+    name: str, platform: dict[str, Any], scope_parameters: dict[str, Any], secrets: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The ``secretAsEnv`` variables; a missing secret or key stops the run (the pod would not start)."""
+    env: dict[str, str] = {}
+    for entry in platform.get("secretAsEnv", []):
+        source, secret_name = entry.get("secretNameParameter", {}), entry.get("secretName")
+        if "runtimeValue" in source:
+            secret_name = source["runtimeValue"]["constant"]
+        elif "componentInputParameter" in source:
+            secret_name = scope_parameters.get(source["componentInputParameter"], secret_name)
+        secret = secrets.get(secret_name, {})
+        for pair in entry.get("keyToEnv", []):
+            if pair["secretKey"] in secret:
+                env[pair["envVar"]] = secret[pair["secretKey"]]
+            elif not entry.get("optional"):
+                raise PipelineError(f"{name}: no key {pair['secretKey']!r} in secret {secret_name!r} (secretAsEnv)")
+    return env

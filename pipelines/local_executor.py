@@ -1,11 +1,13 @@
 """Run a compiled KFP v2 pipeline (IR YAML) locally: each container task's command becomes a subprocess.
 
 The DAG is walked as the Kubeflow driver walks it (sub-DAGs, ParallelFor iterations, ``dsl.Collected``
-outputs, task-output and component-input channels) and each command is resolved as the launcher
-resolves it (see :mod:`pipelines.ir_placeholders`). Tasks run one at a time in topological order, loop
-iterations in item order; parallelism limits are recorded, not applied. Artifact URIs are local paths
-under ``workdir``; images and node settings are recorded, not used. Where a cluster would behave
-differently the task still runs here and ``TaskRun.warnings`` says how.
+outputs, task-output and component-input channels, conditions and ``dsl.OneOf``, see
+:mod:`pipelines.ir_conditions`) and each command is resolved as the launcher resolves it (see
+:mod:`pipelines.ir_placeholders`). A task whose condition is false is skipped, and so is every task
+downstream of a skipped one (Argo's ``depends: upstream.Succeeded``). Tasks run one at a time in
+topological order, loop iterations in item order; parallelism limits are recorded, not applied.
+Artifact URIs are local paths under ``workdir``; images and node settings are recorded, not used.
+Where a cluster would behave differently the task still runs here and ``PipelineRun.warnings`` says how.
 
 ``python -m pipelines.local_executor PIPELINE.yaml --workdir DIR [--arg name=value ...]``
 """
@@ -30,16 +32,14 @@ from typing import Any
 
 import yaml
 
+from pipelines import ir_conditions as flow
 from pipelines import ir_placeholders as ph
-from pipelines.ir_placeholders import Artifact
+from pipelines.ir_conditions import Outputs
+from pipelines.ir_placeholders import Artifact, PipelineError
 
 __all__ = ["Artifact", "PipelineError", "PipelineRun", "TaskFailed", "TaskRun", "load_ir", "run_pipeline"]
 _STDERR_TAIL = 20
 _IR_BODY = re.compile(r"^(components|deploymentSpec|pipelineInfo|root|schemaVersion|sdkVersion):", re.MULTILINE)
-
-
-class PipelineError(RuntimeError):
-    """The pipeline cannot run, as compiled or as called."""
 
 
 class TaskFailed(PipelineError):
@@ -69,11 +69,15 @@ class TaskRun:
 
 @dataclass
 class PipelineRun:
-    """The tasks in the order they ran, the pipeline's outputs, and each loop's size and parallelism limit."""
+    """The tasks in the order they ran, the pipeline's outputs, each loop's size and parallelism limit, each
+    evaluated condition's value, and the tasks skipped (condition false, or downstream of a skipped task)."""
 
     tasks: list[TaskRun]
     outputs: dict[str, Any]  # parameter values; lists of paths for artifacts
     loops: dict[str, dict[str, int]]
+    conditions: dict[str, bool] = field(default_factory=dict)  # e.g. for-loop-2[0]/condition-3: False
+    skipped: list[str] = field(default_factory=list)
+    dag_warnings: list[str] = field(default_factory=list)  # about sub-DAG tasks (conditions, loops), by name
 
     def task(self, name_suffix: str) -> TaskRun:
         """The one task whose name is ``name_suffix`` or ends with ``/name_suffix``."""
@@ -90,24 +94,19 @@ class PipelineRun:
 
     @property
     def warnings(self) -> list[str]:
-        """Every task's warnings, prefixed by the task name."""
-        return [f"{t.name}: {w}" for t in self.tasks for w in t.warnings]
-
-
-@dataclass
-class _Outputs:
-    parameters: dict[str, Any] = field(default_factory=dict)
-    artifacts: dict[str, list[Artifact]] = field(default_factory=dict)
+        """Every task's warnings, prefixed by the task name, then those about sub-DAG tasks."""
+        return [f"{t.name}: {w}" for t in self.tasks for w in t.warnings] + self.dag_warnings
 
 
 @dataclass
 class _Scope:
-    """A DAG being run: its task-name prefix, its inputs and the outputs of its finished tasks."""
+    """A DAG being run: its task-name prefix, its inputs, the outputs of its tasks that ran, those skipped."""
 
     prefix: str
     parameters: dict[str, Any]
     artifacts: dict[str, list[Artifact]]
-    done: dict[str, _Outputs] = field(default_factory=dict)
+    done: dict[str, Outputs] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
 
 
 def load_ir(ir_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -157,6 +156,9 @@ class _Runner:
         self.executables: dict[str, str] = {}
         self.tasks: list[TaskRun] = []
         self.loops: dict[str, dict[str, int]] = {}
+        self.conditions: dict[str, bool] = {}
+        self.skipped: list[str] = []
+        self.dag_warnings: list[str] = []
         run_id, now = str(uuid.uuid4()), datetime.datetime.now(datetime.UTC).isoformat()
         name = spec.get("pipelineInfo", {}).get("name", "pipeline")
         self.run_values = {
@@ -173,51 +175,68 @@ class _Runner:
         unknown = sorted(set(arguments) - set(definitions))
         if unknown:
             raise PipelineError(f"unknown pipeline parameters {unknown}; the pipeline has {sorted(definitions)}")
-        outputs = self._run_dag(root["dag"], _Scope("", _with_defaults(definitions, arguments, "pipeline"), {}))
+        outputs = self._run_dag(root["dag"], _Scope("", ph.with_defaults(definitions, arguments, "pipeline"), {}))
         values = {**outputs.parameters, **{k: [a.path for a in v] for k, v in outputs.artifacts.items()}}
-        return PipelineRun(self.tasks, values, self.loops)
+        return PipelineRun(self.tasks, values, self.loops, self.conditions, self.skipped, self.dag_warnings)
 
-    def _run_dag(self, dag: dict[str, Any], scope: _Scope) -> _Outputs:
-        for key in _topological(dag.get("tasks", {})):
-            scope.done[key] = self._run_task(key, dag["tasks"][key], scope)
-        return _dag_outputs(dag.get("outputs", {}), scope)
+    def _run_dag(self, dag: dict[str, Any], scope: _Scope) -> Outputs:
+        tasks = dag.get("tasks", {})
+        for key, needs in flow.task_order(tasks):
+            outputs = None if needs & scope.skipped else self._run_task(key, tasks[key], scope)
+            if outputs is None:
+                scope.skipped.add(key)
+                self.skipped.append(scope.prefix + key)
+            else:
+                scope.done[key] = outputs
+        return flow.dag_outputs(dag.get("outputs", {}), scope.done, scope.prefix.rstrip("/") or "the pipeline")
 
-    def _run_task(self, key: str, task: dict[str, Any], scope: _Scope) -> _Outputs:
+    def _run_task(self, key: str, task: dict[str, Any], scope: _Scope) -> Outputs | None:
+        """The task's outputs, or None when its condition is false."""
         name, component = scope.prefix + key, self.spec["components"][task["componentRef"]["name"]]
-        if task.get("triggerPolicy", {}).get("condition"):
-            raise PipelineError(f"{name}: conditions (dsl.If, dsl.Condition) are not supported")
         warnings: list[str] = []
         parameters, artifacts = self._inputs(name, key, task, scope, warnings)
+        if "dag" in component:  # its driver resolves the inputs first, so these hold even if the condition is false
+            self.dag_warnings.extend(f"{name}: {warning}" for warning in warnings)
+        if not self._triggers(name, task, component, parameters):
+            return None
         if "dag" not in component:
             return self._run_container(name, task, component, (parameters, artifacts, scope), warnings)
         definitions = component.get("inputDefinitions", {}).get("parameters", {})
         iterator = task.get("parameterIterator")
         if iterator is None:
-            child = _Scope(name + "/", _with_defaults(definitions, parameters, name), artifacts)
+            child = _Scope(name + "/", ph.with_defaults(definitions, parameters, name), artifacts)
             return self._run_dag(component["dag"], child)
         items = iterator["items"].get("raw") or parameters[iterator["items"]["inputParameter"]]
         items = json.loads(items) if isinstance(items, str) else items
         limit = int(task.get("iteratorPolicy", {}).get("parallelismLimit", 0))
         self.loops[name] = {"items": len(items), "parallelism": limit}
-        collected = _Outputs()
+        collected = Outputs()
         for index, item in enumerate(items):
-            values = _with_defaults(definitions, {**parameters, iterator["itemInput"]: item}, name)
-            outputs = self._run_dag(component["dag"], _Scope(f"{name}[{index}]/", values, artifacts))
-            for out, value in outputs.parameters.items():
-                collected.parameters.setdefault(out, []).append(value)
-            for out, listed in outputs.artifacts.items():
-                collected.artifacts.setdefault(out, []).extend(listed)
+            values = ph.with_defaults(definitions, {**parameters, iterator["itemInput"]: item}, name)
+            collected.collect(self._run_dag(component["dag"], _Scope(f"{name}[{index}]/", values, artifacts)), index)
         return collected
+
+    def _triggers(self, name: str, task: dict[str, Any], component: dict[str, Any], parameters: dict[str, Any]) -> bool:
+        """Whether the task's ``triggerPolicy.condition`` (if any) holds for the inputs its driver resolves."""
+        condition = task.get("triggerPolicy", {}).get("condition")
+        if not condition:
+            return True
+        definitions = component.get("inputDefinitions", {}).get("parameters", {})
+        try:
+            values = flow.condition_values(parameters, definitions, dag="dag" in component)
+            self.conditions[name] = flow.evaluate(condition, values)
+        except flow.ConditionError as exc:
+            raise PipelineError(f"{name}: cannot evaluate the condition {condition!r}: {exc}") from exc
+        if not self.conditions[name]:
+            self.log(f"    {name}: condition false, skipped")
+        return self.conditions[name]
 
     def _inputs(
         self, name: str, key: str, task: dict[str, Any], scope: _Scope, warnings: list[str]
     ) -> tuple[dict[str, Any], dict[str, list[Artifact]]]:
         parameters: dict[str, Any] = {}
         for input_name, spec in task.get("inputs", {}).get("parameters", {}).items():
-            value = self._parameter(name, key, spec, scope, warnings)
-            if "parameterExpressionSelector" in spec:
-                value = ph.select(value, spec["parameterExpressionSelector"])
-            parameters[input_name] = value
+            parameters[input_name] = self._parameter(name, key, spec, scope, warnings)
         siblings = {f"{{{{$.inputs.parameters['{k}']}}}}": ph.format_value(v) for k, v in parameters.items()}
         for input_name, value in parameters.items():  # f-strings and resource settings refer to sibling inputs
             if isinstance(value, str) and "{{$.inputs.parameters[" in value:
@@ -228,32 +247,29 @@ class _Runner:
                 artifacts[input_name] = list(scope.artifacts[spec["componentInputArtifact"]])
             elif "taskOutputArtifact" in spec:
                 source = spec["taskOutputArtifact"]
-                artifacts[input_name] = list(scope.done[source["producerTask"]].artifacts[source["outputArtifactKey"]])
+                producer = scope.done[source["producerTask"]].giving(source["outputArtifactKey"], name)
+                artifacts[input_name] = list(producer.artifacts[source["outputArtifactKey"]])
             else:
                 raise PipelineError(f"{name}: input artifact {input_name!r} of an unsupported kind: {spec}")
         return parameters, artifacts
 
     def _parameter(self, name: str, key: str, spec: dict[str, Any], scope: _Scope, warnings: list[str]) -> Any:
+        selector = spec.get("parameterExpressionSelector")
+        if "componentInputParameter" in spec and spec["componentInputParameter"] not in scope.parameters:
+            return ph.misplaced_input(name, spec["componentInputParameter"], selector, scope.parameters, warnings)
         if "componentInputParameter" in spec:
-            source = spec["componentInputParameter"]
-            if source in scope.parameters:
-                return scope.parameters[source]
-            item, _, field_name = source.rpartition("-subvar-")
-            if item not in scope.parameters:
-                raise PipelineError(f"{name}: the enclosing DAG has no input parameter {source!r}")
-            warnings.append(
-                f"{source!r} is not an input of the enclosing DAG (kfp compiles loop-item fields used in task"
-                " settings this way); the Kubeflow driver stops with 'parent DAG does not have input parameter'"
-            )
-            return ph.select(scope.parameters[item], f'parseJson(string_value)["{field_name}"]')
-        if "runtimeValue" in spec:
+            value = scope.parameters[spec["componentInputParameter"]]
+        elif "runtimeValue" in spec:
             constant = spec["runtimeValue"].get("constant")
             values = {**self.run_values, "{{$.pipeline_task_name}}": key, "{{$.pipeline_task_uuid}}": name}
-            return values.get(constant, constant) if isinstance(constant, str) else constant
-        if "taskOutputParameter" in spec:
+            value = values.get(constant, constant) if isinstance(constant, str) else constant
+        elif "taskOutputParameter" in spec:
             source = spec["taskOutputParameter"]
-            return scope.done[source["producerTask"]].parameters.get(source["outputParameterKey"])
-        raise PipelineError(f"{name}: input parameter of an unsupported kind: {spec}")
+            producer = scope.done[source["producerTask"]].giving(source["outputParameterKey"], name)
+            value = producer.parameters.get(source["outputParameterKey"])
+        else:
+            raise PipelineError(f"{name}: input parameter of an unsupported kind: {spec}")
+        return ph.select(value, selector) if selector else value
 
     def _run_container(
         self,
@@ -262,7 +278,7 @@ class _Runner:
         component: dict[str, Any],
         resolved: tuple[dict[str, Any], dict[str, list[Artifact]], _Scope],
         warnings: list[str],
-    ) -> _Outputs:
+    ) -> Outputs:
         (given, artifacts, scope), label = resolved, component["executorLabel"]
         parameters = {k: v for k, v in given.items() if v is not None}  # null: an optional input left out
         container = self.spec["deploymentSpec"]["executors"][label].get("container")
@@ -273,7 +289,7 @@ class _Runner:
         for sub in ("artifacts", "parameters"):
             (task_dir / sub).mkdir(parents=True)
         inputs, produced = component.get("inputDefinitions", {}), component.get("outputDefinitions", {})
-        values = _with_defaults(inputs.get("parameters", {}), parameters, name, dag=False)
+        values = ph.with_defaults(inputs.get("parameters", {}), parameters, name, dag=False)
         outputs = {
             out: Artifact(out, str(task_dir / "artifacts" / out), spec["artifactType"])
             for out, spec in produced.get("artifacts", {}).items()
@@ -284,7 +300,7 @@ class _Runner:
         if command and command[0] in self.executables:
             command[0] = self.executables[command[0]]
         platform = self.platform.get(label, {})
-        secret_env = self._secret_env(name, platform, scope.parameters)
+        secret_env = ph.secret_env(name, platform, scope.parameters, self.secrets)
         env = {**self.env, **{e["name"]: e["value"] for e in container.get("env", [])}}
         run = TaskRun(
             name=name,
@@ -312,24 +328,7 @@ class _Runner:
         run.outputs = {out: [a.path] for out, a in outputs.items()}
         run.metadata = {out: dict(a.metadata) for out, a in outputs.items()}
         self.log(f"    done in {time.monotonic() - started:.1f} s")
-        return _Outputs(run.parameters, {out: [a] for out, a in outputs.items()})
-
-    def _secret_env(self, name: str, platform: dict[str, Any], scope_parameters: dict[str, Any]) -> dict[str, str]:
-        """The ``secretAsEnv`` variables; a missing secret or key stops the run (the pod would not start)."""
-        env: dict[str, str] = {}
-        for entry in platform.get("secretAsEnv", []):
-            source, secret_name = entry.get("secretNameParameter", {}), entry.get("secretName")
-            if "runtimeValue" in source:
-                secret_name = source["runtimeValue"]["constant"]
-            elif "componentInputParameter" in source:
-                secret_name = scope_parameters.get(source["componentInputParameter"], secret_name)
-            secret = self.secrets.get(secret_name, {})
-            for pair in entry.get("keyToEnv", []):
-                if pair["secretKey"] in secret:
-                    env[pair["envVar"]] = secret[pair["secretKey"]]
-                elif not entry.get("optional"):
-                    raise PipelineError(f"{name}: no key {pair['secretKey']!r} in secret {secret_name!r} (secretAsEnv)")
-        return env
+        return Outputs(run.parameters, {out: [a] for out, a in outputs.items()})
 
     def _execute(self, run: TaskRun, env: dict[str, str], retries: int) -> None:
         """Run the command, again up to ``retries`` times while it fails."""
@@ -360,55 +359,6 @@ class _Runner:
 def _display(command: list[str], width: int = 300) -> str:
     """The command as a shell line, long arguments (an ExecutorInput) cut to ``width`` characters."""
     return shlex.join(arg if len(arg) <= width else f"{arg[:width]}...({len(arg)} chars)" for arg in command)
-
-
-def _with_defaults(definitions: dict[str, Any], given: dict[str, Any], owner: str, dag: bool = True) -> dict[str, Any]:
-    """``given`` plus the defaults of the parameters it leaves out; a required one left out is an error.
-    A DAG's optional parameters without a default are null; a container's are left out."""
-    values = {k: v["defaultValue"] for k, v in definitions.items() if "defaultValue" in v and k not in given}
-    if dag:
-        values.update({k: None for k, v in definitions.items() if v.get("isOptional") and k not in {*given, *values}})
-    missing = sorted(k for k, v in definitions.items() if not ({k} & {*given, *values} or v.get("isOptional")))
-    if missing:
-        raise PipelineError(f"{owner}: no value for input parameters {missing}")
-    return {**values, **given}
-
-
-def _topological(tasks: dict[str, Any]) -> list[str]:
-    """Task keys, each after its dependencies (declared or implied by its inputs); ties in IR order."""
-    needs = {}
-    for key, task in tasks.items():
-        inputs = task.get("inputs", {})
-        sources = [s.get("taskOutputParameter", {}) for s in inputs.get("parameters", {}).values()]
-        sources += [s.get("taskOutputArtifact", {}) for s in inputs.get("artifacts", {}).values()]
-        producers = {s["producerTask"] for s in sources if "producerTask" in s}
-        needs[key] = (set(task.get("dependentTasks", [])) | producers) & set(tasks)
-    order: list[str] = []
-    while len(order) < len(tasks):
-        ready = [k for k in tasks if k not in order and needs[k] <= set(order)]
-        if not ready:
-            raise PipelineError(f"dependency cycle among {sorted(set(tasks) - set(order))}")
-        order.append(ready[0])
-    return order
-
-
-def _dag_outputs(outputs: dict[str, Any], scope: _Scope) -> _Outputs:
-    """A DAG's outputs picked from its tasks' outputs (artifact selectors concatenated)."""
-    result = _Outputs()
-    for name, spec in outputs.get("parameters", {}).items():
-        selectors = [spec["valueFromParameter"]] if "valueFromParameter" in spec else []
-        for selector in selectors + spec.get("valueFromOneof", {}).get("parameterSelectors", []):
-            produced = scope.done.get(selector["producerSubtask"], _Outputs()).parameters
-            if selector["outputParameterKey"] in produced:
-                result.parameters[name] = produced[selector["outputParameterKey"]]
-                break
-    for name, spec in outputs.get("artifacts", {}).items():
-        result.artifacts[name] = [
-            artifact
-            for selector in spec.get("artifactSelectors", [])
-            for artifact in scope.done[selector["producerSubtask"]].artifacts.get(selector["outputArtifactKey"], [])
-        ]
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

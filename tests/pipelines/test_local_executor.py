@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: kfp reads the component annotati
 """
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -12,8 +13,9 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
+from pipelines import ir_conditions as flow
 from pipelines import ir_placeholders as ph
-from pipelines.local_executor import PipelineError, PipelineRun, TaskFailed, main, run_pipeline
+from pipelines.local_executor import PipelineError, PipelineRun, TaskFailed, load_ir, main, run_pipeline
 
 PY = sys.executable
 # Each script: argv[1] is the output path, argv[2:] the inputs.
@@ -324,3 +326,174 @@ def test_a_multi_line_default_in_the_ir_header_is_skipped(tmp_path: Path) -> Non
         list(yaml.safe_load_all(path.read_text()))
     result = run_toy(multiline, tmp_path)
     assert result.task("upper").parameters["out"] == "SEED: 1\nSAMPLE:\n- 2\n"
+
+
+BRANCH_CELLS = [{"backbone": "vit_h"}, {"backbone": "vit_b"}, {"backbone": "vit_t"}]
+
+
+@dsl.container_component
+def train(label: str, run: dsl.Output[dsl.Model]):
+    return dsl.ContainerSpec(image="img", command=[PY, "-c", WRITE], args=[run.path, label])
+
+
+@dsl.pipeline
+def branching(threshold: int = 2):
+    with dsl.ParallelFor(items=["sample", "brain"]) as dataset, dsl.ParallelFor(items=BRANCH_CELLS) as cell:
+        with dsl.If(cell.backbone == "vit_h"):
+            big = train(label=dataset).set_memory_limit("96G").set_cpu_limit("16")
+        with dsl.Elif(cell.backbone == "vit_b"):
+            mid = train(label="mid").set_memory_limit("32G")
+        with dsl.Else():
+            small = train(label="small").set_memory_limit("8G")
+        scored = evaluate(run=dsl.OneOf(big.outputs["run"], mid.outputs["run"], small.outputs["run"]))
+    report(runs=dsl.Collected(scored.outputs["runs"]), executor_input=dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER)
+    with dsl.Condition(threshold > 5):  # dsl.Condition: the deprecated name of dsl.If
+        upper(word="never")
+
+
+@pytest.fixture(scope="module")
+def branching_run(tmp_path_factory: pytest.TempPathFactory) -> PipelineRun:
+    return run_toy(branching, tmp_path_factory.mktemp("branching"))
+
+
+def test_each_iteration_runs_the_branch_of_its_loop_item_with_its_resources(branching_run: PipelineRun) -> None:
+    expected = {"vit_h": ("train", {"cpu_limit": "16", "memory_limit": "96G"}),
+                "vit_b": ("train-2", {"memory_limit": "32G"}),
+                "vit_t": ("train-3", {"memory_limit": "8G"})}  # fmt: skip
+    trained = branching_run.tasks_of("train")
+    assert len(trained) == 6
+    for outer in (0, 1):
+        for inner, cell in enumerate(BRANCH_CELLS):
+            loop = f"for-loop-2[{outer}]/for-loop-4[{inner}]"
+            ran = [t for t in trained if t.name.startswith(loop + "/")]
+            assert len(ran) == 1
+            assert ran[0].name.endswith("/" + expected[cell["backbone"]][0])
+            assert ran[0].resources == expected[cell["backbone"]][1]
+    big = branching_run.task("for-loop-2[1]/for-loop-4[0]/condition-branches-5/condition-6/train")
+    assert big.outputs["run"][0].read_text() == "brain"  # the outer loop item reaches a task inside a branch
+    conditions = {k: v for k, v in branching_run.conditions.items() if k.startswith("for-loop-2[0]/for-loop-4[1]/")}
+    assert list(conditions.values()) == [False, True, False]  # If, Elif, Else for vit_b
+
+
+def test_one_of_feeds_the_branch_that_ran_downstream_and_collected_flattens_it(branching_run: PipelineRun) -> None:
+    scored = branching_run.task("for-loop-2[0]/for-loop-4[1]/evaluate")
+    assert scored.executor_input["inputs"]["artifacts"]["run"]["artifacts"][0]["uri"].endswith(
+        "for-loop-4_1/condition-branches-5/condition-7/train-2/artifacts/run"
+    )
+    consumer = branching_run.task("report")
+    assert len(consumer.executor_input["inputs"]["artifacts"]["runs"]["artifacts"]) == 6
+    assert json.loads(consumer.outputs["table"][0].read_text()) == [
+        f"scored:{label}" for dataset in ("sample", "brain") for label in (dataset, "mid", "small")
+    ]
+
+
+def test_a_false_condition_skips_its_tasks(branching_run: PipelineRun) -> None:
+    assert branching_run.conditions["condition-9"] is False
+    assert "condition-9" in branching_run.skipped and not branching_run.tasks_of("upper")
+    skipped = "for-loop-2[0]/for-loop-4[0]/condition-branches-5/condition-7"
+    assert skipped in branching_run.skipped and not any(t.name.startswith(skipped) for t in branching_run.tasks)
+    assert len(branching_run.skipped) == 1 + 2 * 3 * 2  # each iteration skips two branches of three
+
+
+def test_loop_item_conditions_in_a_branch_chain_are_flagged(branching_run: PipelineRun) -> None:
+    # kfp 2.17 compiles them against the loop item, which the condition-branches DAG does not receive
+    flagged = [w for w in branching_run.dag_warnings if "parent DAG does not have input parameter" in w]
+    assert len(flagged) == 2 * 3 * 3
+    assert flagged[0].startswith("for-loop-2[0]/for-loop-4[0]/condition-branches-5/condition-6: ")
+
+
+def with_condition(pipeline: Any, tmp: Path, component: str, task: str, condition: str) -> Path:
+    """The compiled pipeline with the condition of ``task`` in the DAG of ``component`` replaced."""
+    spec = load_ir(compile_to(pipeline, tmp))[0]
+    dag = spec["root"] if component == "root" else spec["components"][component]
+    dag["dag"]["tasks"][task]["triggerPolicy"]["condition"] = condition
+    path = tmp / "edited.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_one_of_with_no_branch_run_stops_the_consumer(tmp_path: Path) -> None:
+    path = with_condition(branching, tmp_path, "comp-condition-branches-5", "condition-8", "false")  # the Else
+    with pytest.raises(PipelineError, match=r"for-loop-4\[2\]/evaluate: dsl.OneOf output .* none of \["):
+        run_pipeline(path, tmp_path / "work", cwd=tmp_path, log=lambda _: None)
+
+
+@dsl.pipeline
+def gated(k: int = 3):
+    with dsl.If(k > 2):
+        high = upper(word="high")
+    with dsl.Else():
+        low = upper(word="low")
+    upper(word=dsl.OneOf(high.outputs["out"], low.outputs["out"]))
+    with dsl.If(k > 5):
+        upper(word="rare")
+
+
+@pytest.mark.parametrize(("k", "outs"), [(1, ["LOW", "LOW"]), (3, ["HIGH", "HIGH"]), (6, ["HIGH", "HIGH", "RARE"])])
+def test_one_of_parameters_come_from_the_branch_that_ran(tmp_path: Path, k: int, outs: list[str]) -> None:
+    result = run_toy(gated, tmp_path, {"k": k})
+    assert sorted(t.parameters["out"] for t in result.tasks_of("upper")) == outs
+    assert result.task("upper-3").inputs["word"] == outs[0]  # the OneOf consumer
+
+
+@dsl.pipeline
+def mistyped(k: int = 3):
+    with dsl.If(k == "3"):  # kfp 2.17 quotes the int() call into a string literal: not valid CEL
+        upper(word="x")
+
+
+def test_an_unsupported_condition_names_the_expression(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"condition-1: cannot evaluate the condition \"'int\(inputs") as caught:
+        run_toy(mistyped, tmp_path)
+    assert "not in the supported subset of CEL" in str(caught.value)
+    path = with_condition(gated, tmp_path, "comp-condition-branches-1", "condition-2", "size('ab') > 1")
+    with pytest.raises(
+        PipelineError,
+        match=r"condition-2: cannot evaluate the condition .*size\('ab'\) > 1.*unsupported function size\(\)",
+    ):
+        run_pipeline(path, tmp_path / "work", cwd=tmp_path, log=lambda _: None)
+
+
+P = {"s": "vit_h", "n": 3.0, "flag": True, "x": 0.5, "none": None}
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("inputs.parameter_values['s'] == 'vit_h'", True),
+        ("!(inputs.parameter_values['s'] == 'vit_h') && inputs.parameter_values['s'] == 'vit_b'", False),
+        ("int(inputs.parameter_values['n']) > 2 || inputs.parameter_values['flag'] == false", True),
+        ("inputs.parameter_values['x'] < double(int(inputs.parameter_values['n']))", True),
+        ("inputs.parameter_values['n'] == 3", True),  # numbers compare by value across int and double
+        ("inputs.parameter_values['s'] == 3", False),  # different types are unequal, not an error
+        ("inputs.parameter_values['none'] != 'vit_h'", True),
+        ("string(inputs.parameter_values['n']) == '3' && string(0.5) == '0.5'", True),
+        ("inputs.parameter_values['missing'] == 'a' || true", True),  # the deciding side absorbs the error
+        ("inputs.parameter_values[\"s\"] >= 'vit_b' && -1 < 0", True),
+    ],
+)
+def test_conditions_are_evaluated_as_cel_evaluates_them(expression: str, value: bool) -> None:
+    assert flow.evaluate(expression, P) is value
+
+
+@pytest.mark.parametrize(
+    ("expression", "error"),
+    [
+        ("inputs.parameter_values['missing'] == 'a'", "evaluation error: no such key: missing"),
+        ("inputs.parameter_values['s'] < 3", "no such overload: string < int"),
+        ("inputs.parameter_values['s']", "return type is not bool"),
+        ("inputs.parameter_values['s'] in ['a']", "not in the supported subset"),
+        ("inputs.parameter_values['s'].startsWith('v')", "unsupported member access or index '.'"),
+        ("1 + 1 == 2", "unsupported syntax at '+ 1 == 2'"),
+    ],
+)
+def test_anything_else_is_an_error(expression: str, error: str) -> None:
+    with pytest.raises(flow.ConditionError, match=re.escape(error)):
+        flow.evaluate(expression, P)
+
+
+def test_a_number_in_a_string_input_compares_as_text() -> None:
+    # kfp types a loop-item field as STRING, so `cell.n >= 2` compiles to `... >= '2'`; the driver turns 10 into '10'
+    values = flow.condition_values({"n": 10, "k": None}, {"n": {"parameterType": "STRING"}}, dag=True)
+    assert values == {"n": "10", "k": None}
+    assert flow.evaluate("inputs.parameter_values['n'] >= '2'", values) is False
