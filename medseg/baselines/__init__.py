@@ -1,0 +1,1 @@
+"""Baselines trained on the same ingested slices as the SAM models."""
