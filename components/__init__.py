@@ -2,6 +2,7 @@
 ``medseg <step>`` command as its DVC stage, in the project image, plus ``pull`` (the DVC remote's side of a
 commit: locally, `dvc pull` does it). No logic lives here."""
 
+from components.baseline import baseline
 from components.evaluate import evaluate
 from components.finetune import finetune, finetune_with_weights
 from components.ingest import ingest
@@ -16,9 +17,10 @@ STEP_COMPONENTS = {
     "ingest": ingest,
     "validate": validate,
     "finetune": finetune,
+    "baseline": baseline,
     "evaluate": evaluate,
     "report": report,
 }
 
-__all__ = ["STEP_COMPONENTS", "evaluate", "finetune", "finetune_with_weights", "ingest", "pull", "report", "sample",
-           "validate"]
+__all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_with_weights", "ingest", "pull", "report",
+           "sample", "validate"]

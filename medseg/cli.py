@@ -79,6 +79,26 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from medseg.baselines.networks import parse_baseline
+    from medseg.train.config import TrainConfig
+    from medseg.train.finetune import finetune
+
+    params = step_params(args)
+    check_name(args.dataset, "--dataset")
+    settings = section(params, "baseline")
+    model = parse_baseline(args.network, settings.get(args.network))
+    config = dataclasses.replace(TrainConfig.from_params(params), checkpoint=None, encoder_checkpoint=None,
+                                 lr=float(settings.get("lr") or section(params, "finetune")["lr"]))
+    summary = finetune(args.dataset, model, args.data, args.out, config, section(params, "finetune")["work_dir"],
+                       args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"baseline: {args.network} on {summary['dataset']}: best epoch {summary['best_epoch']}, val Dice "
+              f"{summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, {summary['params_total']:,} params "
+              f"-> {Path(args.out) / 'model.pt'}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from medseg.eval.evaluate import evaluate
 
@@ -176,6 +196,9 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
      (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
       ("--mode", "automated (default), point or box prompts", "optional"),
       ("--checkpoint", "initial SAM weights file, instead of finetune.checkpoint", "optional"),
+      ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
+    ("baseline", _baseline, "train a baseline network (unet, swinunet) on one dataset, as finetune trains SAM",
+     (DATASET, ("--network", "unet or swinunet"), DATA, ("--out", "run directory (model.pt, training logs)"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),

@@ -201,6 +201,31 @@ class FinetuneParams(Section):
         return value
 
 
+class UnetParams(Section):
+    channels: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=2)
+    strides: list[Annotated[int, Field(ge=1, le=4)]] = Field(min_length=1)
+    num_res_units: int = Field(ge=0, le=8)
+
+    @model_validator(mode="after")
+    def _levels(self) -> UnetParams:
+        if len(self.strides) != len(self.channels) - 1:
+            raise MedsegError(f"strides ({len(self.strides)}) must be one fewer than channels ({len(self.channels)})")
+        return self
+
+
+class SwinUnetParams(Section):
+    feature_size: int = Field(ge=12, le=384, multiple_of=12)
+    depths: list[Annotated[int, Field(ge=1, le=24)]] = Field(min_length=4, max_length=4)
+    num_heads: list[Annotated[int, Field(ge=1, le=64)]] = Field(min_length=4, max_length=4)
+
+
+class BaselineParams(Section):
+    models: list[Literal["unet", "swinunet"]] = Field(default_factory=list)
+    lr: Annotated[Finite, Field(gt=0)] | None = None
+    unet: UnetParams
+    swinunet: SwinUnetParams
+
+
 class ModelsParams(Section):
     adapter_ratio: Finite = Field(gt=0, le=1)
     adapter_mlp_scale: Finite = Field(ge=0)
@@ -274,6 +299,7 @@ class Params(Section):
     ingest: IngestParams
     validate_: ValidateParams = Field(alias="validate")
     finetune: FinetuneParams
+    baseline: BaselineParams
     models: ModelsParams
     evaluate: EvaluateParams
     kubeflow: KubeflowParams

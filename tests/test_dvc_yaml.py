@@ -23,7 +23,7 @@ STAGES: dict[str, Any] = DVC["stages"]
 TOOL_STAGES = ("datasets",)  # tool subcommands run as stages (no Kubeflow component yet)
 GIT_FOLDERS = ("registry",)  # configuration in git that stages read (custom registry entries)
 ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0],
-        "mode": PARAMS["finetune"]["modes"][0]}
+        "mode": PARAMS["finetune"]["modes"][0], "network": "unet"}
 
 
 def _expand(text: str) -> str:
@@ -44,9 +44,12 @@ def test_stages_steps_and_components_have_the_same_names() -> None:
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_cmd_is_its_medseg_subcommand_and_parses(name: str) -> None:
-    argv = shlex.split(_expand(STAGES[name]["cmd"]))
-    assert argv[:2] == ["medseg", name]
-    build_parser().parse_args(argv[1:])  # exits (SystemExit) on unknown or missing arguments
+    """A stage runs its step; the baseline stage then scores the network with `medseg evaluate`."""
+    commands = STAGES[name]["cmd"] if isinstance(STAGES[name]["cmd"], list) else [STAGES[name]["cmd"]]
+    steps = [shlex.split(_expand(command)) for command in commands]
+    assert [argv[:2] for argv in steps] == [["medseg", name]] + [["medseg", "evaluate"]] * (len(steps) - 1)
+    for argv in steps:
+        build_parser().parse_args(argv[1:])  # exits (SystemExit) on unknown or missing arguments
 
 
 @pytest.mark.parametrize("name", list(STAGES))

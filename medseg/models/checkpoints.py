@@ -170,17 +170,17 @@ def _is_int(value: Any) -> bool:
 
 def _header(payload: Any, path: str | Path) -> dict[str, Any]:
     """Every field that rebuilding the model reads, validated before anything is built."""
+    from medseg.baselines.checkpoints import parse_baseline_spec
     from medseg.models.factory import parse_spec
 
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
     spec = _field(payload, "spec", path, lambda v: isinstance(v, dict), "a dict")
     try:
-        strategy, _ = parse_spec(spec)
+        backbone = parse_baseline_spec(spec).backbone if "baseline" in spec else parse_spec(spec)[0].backbone
     except MedsegError as exc:
         raise MedsegError(f"checkpoint field 'spec' is invalid ({exc})", path) from exc
-    _field(payload, "backbone", path, lambda v: v == strategy.backbone, f"'{strategy.backbone}' (the spec's)",
-           strategy.backbone)
+    _field(payload, "backbone", path, lambda v: v == backbone, f"'{backbone}' (the spec's)", backbone)
     low, high = IMAGE_SIZE_RANGE
     header = {
         "spec": spec,

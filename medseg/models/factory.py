@@ -57,7 +57,14 @@ def parse_spec(spec: Any) -> tuple[Strategy, PeftConfig]:
 
 def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mode: str,
                     candidates: bool = False) -> SamSegmenter:
-    """The architecture of an exported checkpoint (weights not loaded)."""
+    """The architecture of an exported checkpoint (weights not loaded): a SAM strategy or a baseline."""
+    if "baseline" in spec:
+        from medseg.baselines.checkpoints import parse_baseline_spec
+        from medseg.baselines.networks import BaselineSegmenter
+
+        if mode != "automated" or candidates:
+            raise MedsegError("a baseline segments in automated mode only")
+        return BaselineSegmenter(parse_baseline_spec(spec), image_size, num_classes)  # type: ignore[return-value]
     strategy, peft = parse_spec(spec)
     model = SamSegmenter(strategy.backbone, image_size, num_classes, mode, candidates)
     apply_strategy(model, strategy, peft)

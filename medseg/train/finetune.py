@@ -29,6 +29,7 @@ import torch
 
 from medseg import provenance
 from medseg.atomic import write_json
+from medseg.baselines.networks import Baseline, baseline_spec
 from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
 from medseg.data.slice_dataset import read_ingest_summary
 from medseg.errors import MedsegError
@@ -50,7 +51,7 @@ class _Run:
     """What a run trains, on which dataset, with which settings, and where its state lives."""
 
     dataset: str
-    strategy: Strategy
+    strategy: Strategy | Baseline  # a SAM strategy, or a baseline network on the same engine
     config: TrainConfig
     work: Path
     classes: ClassMap  # the classes learnt (the dataset's, or those finetune.classes keeps)
@@ -62,13 +63,16 @@ def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> P
     return Path(work_root) / dataset / mode / strategy
 
 
-def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str | Path, config: TrainConfig,
-             work_root: str | Path, resume: bool = False) -> dict[str, Any]:
+def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, out_dir: str | Path,
+             config: TrainConfig, work_root: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train (or resume), export the best epoch to ``<out>/model.pt``; returns the summary. The work
     directory and the output are locked for the whole run (a second run on either fails at once and
     changes nothing); the output is checked before training (it may not overlap the data, checkpoints
-    or work directory) and written only when the run finishes."""
-    strategy, dataset = parse_strategy(strategy_id), check_name(dataset, "dataset")
+    or work directory) and written only when the run finishes. ``strategy_id`` may be a baseline network
+    (``medseg baseline``), trained the same way in automated mode."""
+    baseline = isinstance(strategy_id, Baseline)
+    strategy = strategy_id if baseline else parse_strategy(strategy_id)
+    dataset = check_name(dataset, "dataset")
     labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
     classes = resolve_classes(labels, config.classes.get(dataset), dataset)
     if config.num_classes == 0:  # automated: one output per class; prompts: background + the prompted object
@@ -77,7 +81,7 @@ def finetune(dataset: str, strategy_id: str, data_dir: str | Path, out_dir: str 
                work_dir(work_root, dataset, config.mode, strategy.name), classes, labels)
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
-          _on_main(runtime, lambda: output_dir("finetune", out_dir, inputs)) as tmp,
+          _on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,
           _on_main(runtime, lambda: exclusive_lock(run.work, "this training work directory"))):
         summary = _run(run, Path(data_dir), tmp, Path(work_root) / "embedding-cache", resume, runtime)
     if runtime.is_main:
@@ -113,7 +117,8 @@ def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resu
     splits = open_splits(data_dir, config, run.classes, run.labels)  # checked before anything is built
     engine = build_engine(run.strategy, int(splits["train"].images.shape[-1]), config, runtime)
     generators = Generators.seeded(config.seed)
-    fingerprint = config.fingerprint(run.dataset, run.strategy.name, data_dir)
+    fingerprint = config.fingerprint(run.dataset, getattr(run.strategy, "fingerprint_key", run.strategy.name),
+                                     data_dir)
     start, stopping, history = start_or_resume(run.work, resume, fingerprint, engine, config, generators)
     train_set, val_set = load_datasets(splits, engine, config, cache_root)
     epochs_started = time.perf_counter()
@@ -145,6 +150,19 @@ def _epoch(engine: Engine, train_set: Any, val_set: Any, config: TrainConfig, ep
     return {"train/loss": loss, "val/dice": dice, "lr": lr}
 
 
+def _is_baseline(run: _Run) -> bool:
+    return isinstance(run.strategy, Baseline)
+
+
+def _random_init(run: _Run) -> bool:
+    """SAM without its weights (a baseline is always trained from scratch: not a random-init SAM)."""
+    return not _is_baseline(run) and run.config.checkpoint is None
+
+
+def _spec(run: _Run) -> dict[str, Any]:
+    return baseline_spec(run.strategy) if _is_baseline(run) else model_spec(run.strategy.name, run.config.peft)
+
+
 def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[dict[str, float]],
             generators: Generators, fingerprint: dict[str, str]) -> None:
     """Update early stopping on every process; rank 0 writes an improved epoch's checkpoint to its own
@@ -153,9 +171,9 @@ def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[di
     improved = stopping.update(epoch, history[-1]["val/dice"])
     if engine.runtime.is_main:
         if improved:
-            export_checkpoint(engine.model, run.work / best_file(epoch), model_spec(run.strategy.name, config.peft), {
+            export_checkpoint(engine.model, run.work / best_file(epoch), _spec(run), {
                 "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "epoch": epoch,
-                "init": config.init, "random_init": config.checkpoint is None,
+                "init": "scratch" if _is_baseline(run) else config.init, "random_init": _random_init(run),
                 "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot,
                 **run.classes.to_metadata(config.mode)})
         save_state(run.work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping,
@@ -212,7 +230,7 @@ def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine
         "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "best_epoch": stopping.best_epoch,
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
         "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
-        "random_init": config.checkpoint is None, "device": runtime.device.type, "processes": runtime.world_size,
+        "random_init": _random_init(run), "device": runtime.device.type, "processes": runtime.world_size,
         "precision": config.precision, "wall_time_s": round(now - started[0], 2),
         "epochs_time_s": round(now - started[1], 2),
         "peak_memory_mb": _peak_memory_mb(runtime.device),

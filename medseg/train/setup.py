@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medseg.baselines.networks import Baseline, BaselineSegmenter
 from medseg.data.classes import ClassMap
 from medseg.data.slice_dataset import SliceDataset, open_arrays, read_manifest
 from medseg.errors import MedsegError
@@ -65,13 +66,17 @@ def _speed_ups(model: torch.nn.Module, config: TrainConfig) -> None:
         use_activation_checkpointing(model)
 
 
-def build_engine(strategy: Strategy, image_size: int, config: TrainConfig, runtime: Runtime) -> Engine:
-    """The model (weights, strategy, speed-ups) on the runtime's device, its optimiser and loss."""
+def build_engine(strategy: Strategy | Baseline, image_size: int, config: TrainConfig, runtime: Runtime) -> Engine:
+    """The model (weights, strategy, speed-ups; or a baseline network) on the runtime's device, its
+    optimiser and loss."""
     from monai.losses import DiceCELoss
 
-    model = build_model(strategy.name, config.peft, image_size, config.num_classes, mode=config.mode,
-                        checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint)
-    _speed_ups(model, config)
+    if isinstance(strategy, Baseline):
+        model = BaselineSegmenter(strategy, image_size, config.num_classes)
+    else:
+        model = build_model(strategy.name, config.peft, image_size, config.num_classes, mode=config.mode,
+                            checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint)
+        _speed_ups(model, config)
     model.to(runtime.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     fused = {"fused": True} if runtime.device.type == "cuda" else {}
