@@ -4,8 +4,9 @@ loss, measured in the same run, each model in its own process (so peak memory is
 Every model trains with AdamW and MONAI's Dice + cross-entropy on the same random slices (values 0-255, a
 disc as the mask) at the same size and batch; SAM strategies start from random weights (the timing does not
 depend on them) and run their encoder every step (training uses the embedding cache for decoder-only
-strategies: benchmarks/embedding_cache.py measures that). Prints seconds per step, seconds per epoch over ``--images`` slices, peak memory (CUDA:
-allocated; CPU: the process's maximum resident set) and each as a ratio to ``vit_t_dec_vanilla``.
+strategies: benchmarks/embedding_cache.py measures that). Prints seconds per step, seconds per epoch over
+``--images`` slices, peak memory (CUDA: allocated; CPU: the process's maximum resident set) and each as a
+ratio to ``vit_t_dec_vanilla``.
 
     .venv/bin/python benchmarks/baselines.py --size 256 --batch 4 --steps 4
     .venv/bin/python benchmarks/baselines.py --size 1024 --batch 4 --device cuda --images 1000
