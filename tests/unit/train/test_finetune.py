@@ -117,19 +117,25 @@ def test_missing_data_is_named_and_nothing_written(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def _finetune_cmd(data: Path, out: Path, params: Path, resume: bool = False) -> list[str]:
+RUNS = {"finetune": ["--strategy", "vit_t_endec_vanilla"], "baseline": ["--network", "unet"]}
+
+
+def _finetune_cmd(data: Path, out: Path, params: Path, resume: bool = False, step: str = "finetune") -> list[str]:
     medseg = str(Path(sys.executable).parent / "medseg")
-    return [medseg, "finetune", "--dataset", "sample", "--strategy", "vit_t_endec_vanilla", "--data", str(data),
+    return [medseg, step, "--dataset", "sample", *RUNS[step], "--data", str(data),
             "--out", str(out), "--params", str(params), *(["--resume"] if resume else [])]
 
 
-def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Path, tmp_path: Path) -> None:
-    """Kill the run mid-way (SIGKILL, after at least one saved epoch), resume it, and compare."""
+@pytest.mark.parametrize("step", list(RUNS))
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Path, tmp_path: Path, step: str) -> None:
+    """Kill the run mid-way (SIGKILL, after at least one saved epoch), resume it, and compare: a SAM strategy
+    and a baseline network (the same engine)."""
     params = tiny_params()
     params["finetune"].update(max_epochs=4, work_dir=str(tmp_path / "work"), num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    state = tmp_path / "work/sample/automated/vit_t_endec_vanilla/state.pt"
-    process = subprocess.Popen(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml"),
+    state = tmp_path / f"work/sample/automated/{RUNS[step][1]}/state.pt"
+    process = subprocess.Popen(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml",
+                                             step=step),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and process.poll() is None:
@@ -139,11 +145,11 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Pa
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "resumed").exists()
-    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml", resume=True),
-                   check=True, capture_output=True)
+    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml", resume=True,
+                                 step=step), check=True, capture_output=True)
     params["finetune"]["work_dir"] = str(tmp_path / "work2")
     (tmp_path / "params2.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "straight", tmp_path / "params2.yaml"),
+    subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "straight", tmp_path / "params2.yaml", step=step),
                    check=True, capture_output=True)
     resumed, _ = load_exported(tmp_path / "resumed/model.pt")
     straight, _ = load_exported(tmp_path / "straight/model.pt")
