@@ -249,8 +249,8 @@ def _run(args: argparse.Namespace) -> int:
     recorder = provenance.Recorder(args.command, lambda: _inputs(args), lambda: getattr(args, "loaded_params", None))
     with provenance.recording(recorder):
         code = args.handler(args)
-        record = recorder.get()
     if code == 0 and executor_input is not None:
+        record = recorder.get()  # computed once: the step's outputs already asked for it
         brief = provenance.brief(record) if record is not None else {}
         metadata = {name: {**brief, **getattr(args, "artifact_metadata", {})}
                     for name in kfp_io.output_names(executor_input)}

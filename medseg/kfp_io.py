@@ -18,7 +18,7 @@ from typing import Any
 from medseg.errors import MedsegError
 
 OPTION = "--kfp-executor-input"
-MOUNTS = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}  # the launcher's LocalPathForURI
+SCHEMES = ("gs://", "minio://", "s3://", "oci://")  # the launcher mounts these (its LocalPathForURI)
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -33,17 +33,17 @@ def parse(text: str) -> dict[str, Any]:
 
 
 def local_path(artifact: Mapping[str, Any]) -> Path:
-    """Where the launcher put an artifact: its custom path, or the mount its URI scheme maps to; a URI
-    without a scheme is already a local path (a pipeline run on this machine)."""
-    if artifact.get("customPath"):
-        return Path(artifact["customPath"])
+    """Where the launcher put an artifact, by kfp's own rule (custom path, the mount of its URI scheme, the
+    pipeline workspace); a URI without a scheme is already a local path (a pipeline run on this machine)."""
+    from kfp.dsl import Artifact
+
     uri = str(artifact.get("uri", ""))
-    for scheme, mount in MOUNTS.items():
-        if uri.startswith(scheme):
-            return Path(mount + uri.removeprefix(scheme))
-    if "://" in uri or not uri.startswith("/"):
-        raise MedsegError(f"artifact URI {uri!r} has no local path (storage schemes: {', '.join(MOUNTS)})", OPTION)
-    return Path(uri)
+    mapped = Artifact(uri=uri, metadata=dict(artifact.get("metadata") or {}))
+    mapped.custom_path = str(artifact.get("customPath") or "")
+    path = mapped.path
+    if not path or "://" in path or not path.startswith("/"):
+        raise MedsegError(f"artifact URI {uri!r} has no local path (storage schemes: {', '.join(SCHEMES)})", OPTION)
+    return Path(path)
 
 
 def input_paths(executor_input: Mapping[str, Any], name: str) -> list[Path]:

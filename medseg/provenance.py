@@ -29,13 +29,21 @@ def git_revision(cwd: str | Path | None = None) -> dict[str, Any]:
     if baked:  # `make image IMAGE_TAG=...` from a changed tree bakes "<sha>-dirty"
         return {"git_sha": baked.removesuffix("-dirty"), "git_dirty": baked.endswith("-dirty")}
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
-                             timeout=30).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                 capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        sha, dirty = git_head(cwd)
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": "unknown", "git_dirty": None}
-    return {"git_sha": sha, "git_dirty": bool(changed)}
+    return {"git_sha": sha, "git_dirty": dirty}
+
+
+def git_head(cwd: str | Path | None = None, exclude: tuple[str, ...] = ()) -> tuple[str, bool]:
+    """HEAD's SHA and whether tracked files (outside the ``exclude`` paths) differ from it; OSError or
+    SubprocessError outside a git checkout."""
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
+                         timeout=30).stdout.strip()
+    paths = ["--", ".", *(f":(exclude){path}" for path in exclude)] if exclude else []
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *paths], cwd=cwd,
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    return sha, bool(changed)
 
 
 def dvc_hash(path: str | Path) -> str:

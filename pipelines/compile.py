@@ -14,6 +14,7 @@ from typing import Any
 from medseg.errors import MedsegError
 from medseg.outputs import output_file, starts_with
 from medseg.params import params_path
+from medseg.provenance import git_head
 
 LOOP_ITEM_FIELD = re.compile(r"(pipelinechannel--loop-item-param-\d+)-subvar-(\w+)")
 
@@ -25,12 +26,8 @@ def image_tag(explicit: str | None = None, cwd: str | Path | None = None) -> str
             raise MedsegError("not a valid image tag (letters, digits, '.', '_', '-'; at most 128)",
                               f"--image-tag {explicit!r}")
         return explicit
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True,
-                             timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)pipelines/compiled"], cwd=cwd,  # they name the image, not vice versa
-                               capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    try:  # compiled pipelines name the image, not the other way round
+        sha, dirty = git_head(cwd, exclude=("pipelines/compiled",))
     except (OSError, subprocess.SubprocessError) as exc:
         raise MedsegError("no git checkout to take the image tag from: pass --image-tag") from exc
     if dirty:

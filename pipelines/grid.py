@@ -2,11 +2,12 @@
 
 For each dataset (a ``ParallelFor``): ``pull`` its raw data at the version the image's commit pins, then
 ``ingest`` and ``validate``; for each cell of the grid on it (a nested ``ParallelFor``): ``pull`` the
-strategy's SAM weights when the params name them, ``finetune`` and ``evaluate``; then one ``report`` over
-every evaluation (``dsl.Collected``). The settings are the commit's params.yaml with the pipeline's profile
-and grid applied (``kubeflow.pipelines.<name>``), compiled in as the run parameter ``params``; a run may
-set ``params_override`` on top. Both are task inputs, so Kubeflow's cache key includes them, and the image
-tag (the git SHA) too: cached results never cross settings or code revisions.
+strategy's SAM weights when the params name them, ``finetune`` and ``evaluate``; a ``report`` per dataset
+collects its cells' evaluations (``dsl.Collected``) and a final ``report`` collects those. The settings are
+the commit's params.yaml with the pipeline's profile and grid applied (``kubeflow.pipelines.<name>``),
+compiled in as the run parameter ``params``; a run may set ``params_override`` on top. Both are task inputs,
+so Kubeflow's cache key includes them, and the image tag (the git SHA) too: cached results never cross
+settings or code revisions.
 """
 
 

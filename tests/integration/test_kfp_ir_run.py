@@ -65,7 +65,6 @@ def test_committed_demo_pipeline_gets_the_dice_of_dvc_repro(tmp_path: Path) -> N
     project_copy(root, yaml.safe_load((REPO / "params.yaml").read_text()), skip=("results/", "models/"))
     run_tool(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], root)
     run_tool(["dvc", "repro", "-s", "sample@sample"], root)  # the pinned phantom, as dvc.lock records it
-    run_tool(["dvc", "status", "sample@sample"], root)
     run_tool(["dvc", "push", "-q", "data/raw/sample"], root)
     shutil.rmtree(root / "data/raw/sample")
     run = _run(root, REPO / "pipelines/compiled/demo.yaml", {}, tmp_path / "run")

@@ -39,7 +39,7 @@ def test_dvc_hash_matches_what_dvc_lock_records() -> None:
         (REPO / "params.yaml").read_bytes()).hexdigest()
 
 
-def test_sample_step_records_no_file_and_report_inputs_are_named(tmp_path: Path, params_file: Path,
+def test_sample_step_leaves_its_raw_data_without_a_provenance_file(tmp_path: Path, params_file: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(provenance.GIT_SHA_ENV, "abc123")
     assert main(["sample", "--out", str(tmp_path / "raw"), "--params", str(params_file)]) == 0
@@ -72,6 +72,10 @@ def test_executor_input_paths_follow_the_launchers_mounts(tmp_path: Path) -> Non
                                                              str(tmp_path / "local")]})
     assert kfp_io.input_paths(executor_input, "runs") == [Path("/minio/mlpipeline/a/runs"), Path("/s3/b/c"),
                                                           Path("/gcs/g/h"), tmp_path / "local"]
+    assert kfp_io.local_path({"uri": "s3://b/c", "customPath": "/mnt/c"}) == Path("/mnt/c")
+    assert kfp_io.local_path({"uri": "minio://m/x", "metadata": {"_kfp_workspace": True}}).parts[-2:] == ("m", "x")
+    with pytest.raises(MedsegError, match="has no local path"):
+        kfp_io.local_path({"uri": "ftp://host/x"})
     with pytest.raises(MedsegError, match="no input artifact 'other'"):
         kfp_io.input_paths(executor_input, "other")
     with pytest.raises(MedsegError, match="--kfp-executor-input: not JSON"):
