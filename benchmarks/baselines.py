@@ -1,6 +1,11 @@
 """Baselines vs SAM strategies: time per training step (and per epoch) and peak memory, same slices, batch and
 loss, measured in the same run, each model in its own process (so peak memory is its own).
 
+``nnunet`` is the network nnU-Net's own planner builds for this slice size (planned on the synthetic phantom
+ingested at ``--size``; about half a minute), trained here with the shared loss and optimiser and without
+deep supervision, so the step compares the architectures; nnU-Net's trainer adds deep supervision and its
+SGD schedule, and samples its own batch size and patch (``nnunet/plans.json`` of a trained run).
+
 Every model trains with AdamW and MONAI's Dice + cross-entropy on the same random slices (values 0-255, a
 disc as the mask) at the same size and batch; SAM strategies start from random weights (the timing does not
 depend on them) and run their encoder every step (training uses the embedding cache for decoder-only
@@ -25,7 +30,7 @@ from typing import Any
 
 import torch
 
-MODELS = ("unet", "swinunet", "vit_t_dec_vanilla", "vit_b_endec_lora")
+MODELS = ("unet", "swinunet", "nnunet", "vit_t_dec_vanilla", "vit_b_endec_lora")
 REFERENCE = "vit_t_dec_vanilla"
 
 
@@ -36,11 +41,36 @@ def _model(name: str, size: int) -> torch.nn.Module:
     from medseg.params import load_params
 
     params = load_params()
+    if name == "nnunet":
+        return _nnunet(params, size)
     if name in BASELINES:
         return BaselineSegmenter(parse_baseline(name, params["baseline"][name]), size, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random init is the point here
         return build_model(name, PeftConfig.from_params(params["models"]), size, 2)
+
+
+def _nnunet(params: dict[str, Any], size: int) -> torch.nn.Module:
+    """nnU-Net's planned 2-D network for ``size`` px slices of the phantom (planned in a temporary folder)."""
+    import tempfile
+    from pathlib import Path
+
+    from medseg.baselines import nnunet
+    from medseg.baselines.nnunet_model import NnunetSegmenter, NnunetSpec
+    from medseg.data.ingest import ingest_dataset
+    from medseg.data.sample import PhantomSpec, write_sample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_sample(root / "raw", PhantomSpec.from_params(params["sample"]), int(params["seed"]))
+        ingest = {**params["ingest"], "image_size": size, "workers": 1}
+        ingest_dataset("sample", root / "raw", root / "processed", ingest, int(params["seed"]))
+        nnunet.export_dataset(root / "processed", nnunet.nnunet_dirs(root).raw, 1, "sample")
+        preprocessed = nnunet.plan_and_preprocess(root, 1, processes=1, verify=False)
+        plans = json.loads((preprocessed / f"{nnunet.PLANS}.json").read_text())
+        dataset_json = json.loads((preprocessed / "dataset.json").read_text())
+    spec = NnunetSpec(plans, dataset_json, nnunet.CONFIGURATION, "nnUNetTrainer", None)
+    return NnunetSegmenter(spec, size, 2).network
 
 
 def _batch(size: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +87,7 @@ def measure(name: str, size: int, batch: int, steps: int, device: str) -> dict[s
 
     torch.manual_seed(0)
     model = _model(name, size).to(device).train()
+    normalise = name == "nnunet"  # nnU-Net's network takes z-scored one-channel slices
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     images, masks = (t.to(device) for t in _batch(size, batch))
@@ -64,7 +95,8 @@ def measure(name: str, size: int, batch: int, steps: int, device: str) -> dict[s
     for _ in range(steps + 1):
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), masks.unsqueeze(1)).backward()
+        inputs = (images[:, :1] - 127.5) / 127.5 if normalise else images
+        loss_fn(model(inputs), masks.unsqueeze(1)).backward()
         optimizer.step()
         if device.startswith("cuda"):
             torch.cuda.synchronize()

@@ -17,6 +17,8 @@ from medseg.errors import MedsegError
 from medseg.names import check_name
 from medseg.params import section
 
+BASELINE_MODES = ("automated", "automated_5shot")
+
 
 def _sample(args: argparse.Namespace) -> int:
     from medseg.data.sample import SYNTHETIC_NOTICE, PhantomSpec, write_sample
@@ -87,11 +89,21 @@ def _baseline(args: argparse.Namespace) -> int:
     params = step_params(args)
     check_name(args.dataset, "--dataset")
     settings = section(params, "baseline")
-    model = parse_baseline(args.network, settings.get(args.network))
-    config = dataclasses.replace(TrainConfig.from_params(params), checkpoint=None, encoder_checkpoint=None,
+    mode = args.mode or "automated"
+    if mode not in BASELINE_MODES:
+        raise MedsegError(f"--mode must be one of {list(BASELINE_MODES)} (baselines segment without prompts), "
+                          f"got {mode!r}")
+    config = dataclasses.replace(TrainConfig.from_params(params, mode=mode), checkpoint=None, encoder_checkpoint=None,
                                  lr=float(settings.get("lr") or section(params, "finetune")["lr"]))
-    summary = finetune(args.dataset, model, args.data, args.out, config, section(params, "finetune")["work_dir"],
-                       args.resume)
+    work_root = section(params, "finetune")["work_dir"]
+    if args.network == "nnunet":
+        from medseg.baselines.nnunet_run import NnunetSettings, train_nnunet
+
+        nnunet_settings = NnunetSettings.from_params(settings.get("nnunet"))
+        summary = train_nnunet(args.dataset, args.data, args.out, config, nnunet_settings, work_root, args.resume)
+    else:
+        model = parse_baseline(args.network, settings.get(args.network))
+        summary = finetune(args.dataset, model, args.data, args.out, config, work_root, args.resume)
     if os.environ.get("RANK", "0") == "0":
         print(f"baseline: {args.network} on {summary['dataset']}: best epoch {summary['best_epoch']}, val Dice "
               f"{summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, {summary['params_total']:,} params "
@@ -134,7 +146,9 @@ def _evaluation_dir(args: argparse.Namespace) -> str:
         return args.out
     if args.mode is None:
         raise MedsegError("--runs-root needs --mode (automated, point or box) to name the run's folder")
-    check_name(args.mode, "--mode")
+    from medseg.train.config import split_run_mode
+
+    split_run_mode(check_name(args.mode, "--mode"))
     return str(Path(args.runs_root) / args.dataset / args.mode / args.strategy / "eval")
 
 
@@ -148,7 +162,8 @@ def _report(args: argparse.Namespace) -> int:
             raise MedsegError("--runs is required (or --kfp-executor-input with a collected 'runs' input)")
         from medseg.kfp_io import input_paths
 
-        args.runs_list = input_paths(args.executor_input, "runs")
+        args.runs_list = input_paths(args.executor_input, "runs") + input_paths(args.executor_input, "more_runs",
+                                                                                required=False)
     runs = args.runs if args.runs is not None else args.runs_list
     table = write_report(runs, args.out, compare_average=args.compare_average, datasets=datasets,
                          carry_runs=args.carry_runs)
@@ -194,12 +209,16 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--markdown", "also write the summary to this single Markdown file", "optional"))),
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
      (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
-      ("--mode", "automated (default), point or box prompts", "optional"),
+      ("--mode", "automated (default), point or box prompts; with _5shot (e.g. automated_5shot) the 5-shot profile",
+       "optional"),
       ("--checkpoint", "initial SAM weights file, instead of finetune.checkpoint", "optional"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
-    ("baseline", _baseline, "train a baseline network (unet, swinunet) on one dataset, as finetune trains SAM",
-     (DATASET, ("--network", "unet or swinunet"), DATA, ("--out", "run directory (model.pt, training logs)"),
-      ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
+    ("baseline", _baseline, "train a baseline network (unet, swinunet, nnunet) on one dataset, as finetune "
+     "trains SAM",
+     (DATASET, ("--network", "unet, swinunet or nnunet (nnU-Net's own planner and trainer)"), DATA,
+      ("--out", "run directory (model.pt, training logs)"),
+      ("--mode", "automated (default: all training slices) or automated_5shot (the 5-shot profile)", "optional"),
+      ("--resume", "continue an interrupted run (nnunet: nnU-Net's --c)", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),
       ("--out", "evaluation directory", "optional"),

@@ -46,9 +46,12 @@ def local_path(artifact: Mapping[str, Any]) -> Path:
     return Path(path)
 
 
-def input_paths(executor_input: Mapping[str, Any], name: str) -> list[Path]:
-    """Local paths of every artifact of input ``name`` (one, or all of a collected list)."""
+def input_paths(executor_input: Mapping[str, Any], name: str, required: bool = True) -> list[Path]:
+    """Local paths of every artifact of input ``name`` (one, or all of a collected list; none for an
+    optional input the task was not given)."""
     artifacts = executor_input.get("inputs", {}).get("artifacts", {}).get(name, {}).get("artifacts")
+    if not artifacts and not required:
+        return []
     if not artifacts:
         raise MedsegError(f"the executor input has no input artifact '{name}'", OPTION)
     return [local_path(artifact) for artifact in artifacts]

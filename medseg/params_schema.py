@@ -52,6 +52,8 @@ Name = Annotated[str, AfterValidator(_name)]
 Device = Annotated[str, AfterValidator(_device)]
 Quantity = Annotated[str, AfterValidator(_quantity)]
 Backbone = Literal["vit_h", "vit_b", "vit_t"]
+# a prompt mode, alone (all training slices) or with _5shot (the 5-shot profile): names the run's folder
+RunMode = Literal["automated", "point", "box", "automated_5shot", "point_5shot", "box_5shot"]
 Pair = tuple[Finite, Finite]
 
 
@@ -165,7 +167,7 @@ class PromptParams(Section):
 
 class FinetuneParams(Section):
     strategies: list[str] = Field(min_length=1)
-    modes: list[Literal["automated", "point", "box"]] = Field(min_length=1)
+    modes: list[RunMode] = Field(min_length=1)
     checkpoint: str | dict[Backbone, str | None] | None = None  # one file, or one per backbone
     encoder_checkpoint: str | None = None
     init: Name = "sam"
@@ -219,11 +221,20 @@ class SwinUnetParams(Section):
     num_heads: list[Annotated[int, Field(ge=1, le=64)]] = Field(min_length=4, max_length=4)
 
 
+class NnunetParams(Section):
+    trainer: str = Field(default="nnUNetTrainer", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    processes: int | None = Field(default=None, ge=0, le=256)
+    mirroring: bool = True
+    verify_dataset: bool = True
+
+
 class BaselineParams(Section):
-    models: list[Literal["unet", "swinunet"]] = Field(default_factory=list)
+    models: list[Literal["unet", "swinunet", "nnunet"]] = Field(default_factory=list)
+    modes: list[Literal["automated", "automated_5shot"]] = Field(default_factory=lambda: ["automated"], min_length=1)
     lr: Annotated[Finite, Field(gt=0)] | None = None
     unet: UnetParams
     swinunet: SwinUnetParams
+    nnunet: NnunetParams = Field(default_factory=NnunetParams)
 
 
 class ModelsParams(Section):
@@ -261,6 +272,14 @@ class KubeflowGpu(Section):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     per_backbone: dict[Backbone, GpuResources]
+    baseline: GpuResources | None = None  # baseline tasks (unet, swinunet, nnunet): one GPU each
+
+    @field_validator("baseline")
+    @classmethod
+    def _one_gpu(cls, value: GpuResources | None) -> GpuResources | None:
+        if value is not None and value.gpus != 1:
+            raise ValueError("a baseline trains on one GPU (gpus: 1)")
+        return value
 
 
 class KubeflowRetries(Section):
@@ -271,13 +290,15 @@ class KubeflowRetries(Section):
 
 
 class KubeflowGrid(Section):
-    """What one compiled pipeline runs: a profile, and datasets x strategies x modes (one cell each)."""
+    """What one compiled pipeline runs: a profile, datasets x strategies x modes (one cell each), and the
+    baselines in the grid's automated modes (automated, automated_5shot)."""
 
     profile: Name
     gpu: bool
     datasets: list[Name] = Field(min_length=1)
     strategies: list[str] = Field(min_length=1)
-    modes: list[Literal["automated", "point", "box"]] = Field(min_length=1)
+    modes: list[RunMode] = Field(min_length=1)
+    baselines: list[Literal["unet", "swinunet", "nnunet"]] = Field(default_factory=list)  # in the automated modes
     parallelism: int = Field(ge=1)  # grid cells trained at once
 
     _strategies = field_validator("strategies")(FinetuneParams._strategies.__func__)  # type: ignore[attr-defined]

@@ -2,8 +2,9 @@
 
 For each dataset (a ``ParallelFor``): ``pull`` its raw data at the version the image's commit pins, then
 ``ingest`` and ``validate``; for each cell of the grid on it (a nested ``ParallelFor``): ``pull`` the
-strategy's SAM weights when the params name them, ``finetune`` and ``evaluate``; a ``report`` per dataset
-collects its cells' evaluations (``dsl.Collected``) and a final ``report`` collects those. The settings are
+strategy's SAM weights when the params name them, ``finetune`` and ``evaluate``; for each baseline of the grid
+(a second nested ``ParallelFor``, one GPU each), ``baseline`` and ``evaluate``; a ``report`` per dataset
+collects its evaluations (``dsl.Collected``) and a final ``report`` collects those. The settings are
 the commit's params.yaml with the pipeline's profile and grid applied (``kubeflow.pipelines.<name>``),
 compiled in as the run parameter ``params``; a run may set ``params_override`` on top. Both are task inputs,
 so Kubeflow's cache key includes them, and the image tag (the git SHA) too: cached results never cross
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 from kfp import dsl, kubernetes
 
-from components import evaluate, finetune, finetune_with_weights, ingest, pull, report, validate
+from components import baseline, evaluate, finetune, finetune_with_weights, ingest, pull, report, validate
 from medseg.errors import MedsegError
 from medseg.models.strategy_ids import parse_strategy
 from medseg.params import merged
@@ -29,6 +30,7 @@ from medseg.profiles import profile_file
 from medseg.train.config import checkpoint_for
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+BASELINE_MODES = ("automated", "automated_5shot")
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
@@ -41,6 +43,7 @@ class Plan:
     params_text: str
     datasets: list[str]
     cells: list[dict[str, str]]  # strategy, mode, processes, resources, checkpoint folder/name ("" = none)
+    baseline_cells: list[dict[str, str]]  # network (as strategy), mode, resources
     gpu: bool
     kubeflow: dict[str, Any]
     parallelism: int
@@ -55,8 +58,14 @@ def run_params(params: dict[str, Any], name: str, params_path: Path) -> dict[str
     profile = yaml.safe_load(profile_file(grid["profile"], params_path).read_text(encoding="utf-8")) or {}
     sample = [alias for alias in grid["datasets"] if alias == "sample"]
     cells = {"sample": {"datasets": sample}, "ingest": {"datasets": grid["datasets"]},
-             "finetune": {"strategies": grid["strategies"], "modes": grid["modes"]}}
+             "finetune": {"strategies": grid["strategies"], "modes": grid["modes"]},
+             "baseline": {"models": grid.get("baselines", []), "modes": baseline_modes(grid["modes"])}}
     return validated(merged(merged(params, profile), cells), f"{params_path} with kubeflow.pipelines.{name}")
+
+
+def baseline_modes(modes: list[str]) -> list[str]:
+    """The grid's modes that baselines run in (they take no prompts); automated when there are none."""
+    return [mode for mode in modes if mode in BASELINE_MODES] or ["automated"]
 
 
 def _cell(strategy: str, mode: str, resources: dict[str, Any], checkpoint: str | None) -> dict[str, str]:
@@ -85,7 +94,16 @@ def make_plan(params: dict[str, Any], name: str, image_tag: str, params_path: Pa
                           "name them for every backbone, or none (random init)", params_path)
     text = json.dumps(settings)  # one line: kfp's header comment breaks on multi-line defaults; YAML reads JSON
     return Plan(name, f"{kubeflow['image_repository']}:{image_tag}", text, list(grid["datasets"]), cells,
-                bool(grid["gpu"]), kubeflow, int(grid["parallelism"]))
+                _baseline_cells(settings, grid, params_path), bool(grid["gpu"]), kubeflow, int(grid["parallelism"]))
+
+
+def _baseline_cells(settings: dict[str, Any], grid: dict[str, Any], params_path: Path) -> list[dict[str, str]]:
+    """One cell per baseline and automated mode of the grid, with the baseline GPU resources (or the CPU ones)."""
+    resources = settings["kubeflow"]["gpu"].get("baseline") if grid["gpu"] else settings["kubeflow"]["resources"]
+    if grid.get("baselines") and resources is None:
+        raise MedsegError("no GPU resources for baselines (kubeflow.gpu.baseline)", params_path)
+    return [_cell(network, mode, resources, None) for network in grid.get("baselines", [])
+            for mode in baseline_modes(grid["modes"])]
 
 
 def _configure(task: dsl.PipelineTask, plan: Plan, cell: Any | None = None) -> dsl.PipelineTask:
@@ -158,7 +176,17 @@ def build(plan: Plan) -> Callable[..., Any]:
                 scored = _configure(evaluate(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
                                              processed=processed.outputs["processed"],
                                              run=trained.outputs["run"], **settings), plan, cell)
-            per_dataset = _configure(report(runs=dsl.Collected(scored.outputs["runs"]), **settings), plan)
+            runs = {"runs": dsl.Collected(scored.outputs["runs"])}
+            if plan.baseline_cells:
+                with dsl.ParallelFor(items=plan.baseline_cells, parallelism=plan.parallelism) as cell:
+                    trained = _configure(baseline(dataset=dataset, network=cell.strategy, mode=cell.mode,
+                                                  processed=processed.outputs["processed"],
+                                                  validation=checked.outputs["validation"], **settings), plan, cell)
+                    baseline_scored = _configure(evaluate(dataset=dataset, strategy=cell.strategy, mode=cell.mode,
+                                                          processed=processed.outputs["processed"],
+                                                          run=trained.outputs["run"], **settings), plan, cell)
+                runs["more_runs"] = dsl.Collected(baseline_scored.outputs["runs"])
+            per_dataset = _configure(report(**runs, **settings), plan)
         _configure(report(runs=dsl.Collected(per_dataset.outputs["report_dir"]), **settings), plan)
 
     return pipeline

@@ -240,7 +240,7 @@ def nnunet_env(work_dir: str | Path, processes: int | None = None) -> dict[str, 
 
 
 def run_nnunet(program: str, args: Sequence[str], work_dir: str | Path, processes: int | None = None,
-               where: str | Path | None = None) -> None:
+               where: str | Path | None = None, extra_env: dict[str, str] | None = None) -> None:
     """Run one of nnU-Net's console programs with this interpreter; its stderr is passed through, and
     a failure raises a one-line error with its last stderr line."""
     if importlib.util.find_spec("nnunetv2") is None:
@@ -249,7 +249,7 @@ def run_nnunet(program: str, args: Sequence[str], work_dir: str | Path, processe
     code = f"import sys; sys.argv[0] = {program!r}; from {module} import {function}; sys.exit({function}())"
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     with subprocess.Popen([sys.executable, "-c", code, *args], cwd=work_dir, stderr=subprocess.PIPE,
-                          env=nnunet_env(work_dir, processes)) as process:
+                          env={**nnunet_env(work_dir, processes), **(extra_env or {})}) as process:
         last = _pass_through(process.stderr)
     if process.returncode != 0:
         raise MedsegError(f"{program} failed (exit {process.returncode}): {last or 'no error message'}",
@@ -279,8 +279,9 @@ def plan_and_preprocess(work_dir: str | Path, dataset_id: int, processes: int | 
     args = ["-d", str(dataset_id), "-c", CONFIGURATION, "--clean", "--no_pbar"]
     if processes is not None:
         args += ["-np", str(max(1, processes)), "-npfp", str(max(1, processes))]
+    planner_processes = None if processes is None else max(1, processes)  # its planner sets torch threads to it
     run_nnunet("nnUNetv2_plan_and_preprocess", [*args, *(["--verify_dataset_integrity"] if verify else [])],
-               work_dir, processes, where=raw_dataset)
+               work_dir, planner_processes, where=raw_dataset)
     preprocessed = dirs.preprocessed / raw_dataset.name
     if not (preprocessed / f"{PLANS}.json").is_file():
         raise MedsegError(f"nnU-Net preprocessing wrote no {PLANS}.json", preprocessed)
@@ -297,9 +298,9 @@ def model_folder(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_T
 def train(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_TRAINER, device: str = "cpu",
           continue_training: bool = False, processes: int | None = None) -> Path:
     """Train fold 0 (our train/val split) of the ``2d`` configuration with nnU-Net's trainer
-    ``trainer``; ``continue_training`` resumes from the last checkpoint (nnU-Net's ``--c``).
-    Returns the path of ``checkpoint_final.pth``."""
-    _check_device(device)
+    ``trainer`` on ``device`` (cpu, cuda, cuda:N or mps); ``continue_training`` resumes from the last
+    checkpoint (nnU-Net's ``--c``). Returns the path of ``checkpoint_final.pth``."""
+    device, visible = _device_and_env(device)
     dirs = nnunet_dirs(work_dir)
     preprocessed = find_dataset(dirs.preprocessed, dataset_id, "; run plan_and_preprocess first")
     for needed in (f"{PLANS}.json", "splits_final.json"):
@@ -311,7 +312,7 @@ def train(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_TRAINER,
         for stale in CHECKPOINTS:
             (fold_dir / stale).unlink(missing_ok=True)
     run_nnunet("nnUNetv2_train", [*args, *(["--c"] if continue_training else [])], work_dir, processes,
-               where=fold_dir)
+               where=fold_dir, extra_env=visible)
     checkpoint = fold_dir / "checkpoint_final.pth"
     if not checkpoint.is_file():
         raise MedsegError("nnU-Net training ended without checkpoint_final.pth", checkpoint)
@@ -322,7 +323,7 @@ def predict(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_TRAINE
             out_dir: str | Path | None = None, mirroring: bool = True, processes: int | None = None) -> Path:
     """Segment the exported test slices (``imagesTs``) with the trained fold 0 and nnU-Net's predictor
     (``mirroring``: its test-time augmentation); returns the folder of predicted PNGs."""
-    _check_device(device)
+    device, visible = _device_and_env(device)
     dirs = nnunet_dirs(work_dir)
     raw_dataset = find_dataset(dirs.raw, dataset_id, "; run export_dataset first")
     if not read_export(raw_dataset)["test"]:
@@ -337,13 +338,16 @@ def predict(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_TRAINE
     if processes is not None:  # 0: preprocess and export in this process (nnU-Net's sequential mode)
         args += ["-npp", str(max(0, processes)), "-nps", str(max(0, processes))]
     run_nnunet("nnUNetv2_predict", [*args, *([] if mirroring else ["--disable_tta"])], work_dir, processes,
-               where=out)
+               where=out, extra_env=visible)
     return out
 
 
-def _check_device(device: str) -> None:
-    if device not in DEVICES:
-        raise MedsegError(f"nnU-Net device must be one of {list(DEVICES)}, got {device!r}")
+def _device_and_env(device: str) -> tuple[str, dict[str, str]]:
+    """nnU-Net's ``-device`` (cpu, cuda, mps) and, for ``cuda:N``, the child's CUDA_VISIBLE_DEVICES."""
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise MedsegError(f"nnU-Net device must be one of {list(DEVICES)} or cuda:N, got {device!r}")
+    return kind, ({"CUDA_VISIBLE_DEVICES": index} if index else {})
 
 
 def import_predictions(pred_dir: str | Path, raw_dataset: str | Path) -> np.ndarray:

@@ -64,8 +64,10 @@ def _bars(path: Path, summary: pd.DataFrame, title: str) -> None:
 def _summary(part: pd.DataFrame) -> pd.DataFrame:
     """Mean of ours and of the paper's values over the same datasets, per table column."""
     rows = []
-    for (_, _, _, _, mode), group in part.groupby(["table", "model", "init", "selection", "mode"], sort=False):
-        label = _label(group.iloc[0]) + ("" if mode == "automated" else f"\n[{mode}]")
+    for (_, _, _, _, mode, shots), group in part.groupby(["table", "model", "init", "selection", "mode", "shots"],
+                                                          sort=False):
+        tags = [text for text, shown in ((mode, mode != "automated"), ("5-shot", shots == "5")) if shown]
+        label = _label(group.iloc[0]) + (f"\n[{', '.join(tags)}]" if tags else "")
         rows.append({"label": label, "ours": group["ours"].mean(), "paper": group["paper"].mean(),
                      "average": bool(group["paper_is_average"].astype(bool).any())})
     return pd.DataFrame(rows, columns=["label", "ours", "paper", "average"])
@@ -141,9 +143,10 @@ def _overlays(folder: Path, runs: list[dict[str, Any]]) -> list[Figure]:
     for run in runs:
         source = run.get("_overlays")
         if source is not None and Path(source).is_file():
-            name = f"overlays_{run['dataset']}_{run['mode']}_{run['strategy']}.png"
+            mode = f"{run['mode']}_5shot" if run.get("fewshot") else run["mode"]  # the run's folder name
+            name = f"overlays_{run['dataset']}_{mode}_{run['strategy']}.png"
             shutil.copyfile(source, folder / name)
-            figures.append((f"figures/{name}", f"{run['dataset']} / {run['mode']} / {run['strategy']}: test slices"))
+            figures.append((f"figures/{name}", f"{run['dataset']} / {mode} / {run['strategy']}: test slices"))
     return figures
 
 

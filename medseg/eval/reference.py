@@ -37,7 +37,7 @@ class Entry:
     dice: float | None  # % (slice protocol, the study's)
     synthetic: bool
     random_init: bool
-    run: str  # <dataset>/<mode>/<strategy>
+    run: str  # <dataset>/<run mode>/<strategy>: the run's folder
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -48,13 +48,18 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
+def run_name(run: dict[str, Any]) -> str:
+    """``<dataset>/<run mode>/<strategy>``: the run's folder (``automated_5shot`` for a 5-shot run)."""
+    return f"{run['dataset']}/{run['mode']}{'_5shot' if run.get('fewshot') else ''}/{run['strategy']}"
+
+
 def _entry(run: dict[str, Any], block: dict[str, Any], selection: str) -> Entry:
     baseline = run["strategy"] in ("unet", "nnunet", "swinunet")
     return Entry(
         dataset=run["dataset"], model=run["strategy"], init="" if baseline else run.get("init", "sam"),
         mode=run["mode"], shots="5" if run.get("fewshot") else "all", selection=selection,
         dice=_percent(block.get("dice_mean")), synthetic=bool(run.get("synthetic_data")),
-        random_init=bool(run.get("random_init")), run=f"{run['dataset']}/{run['mode']}/{run['strategy']}",
+        random_init=bool(run.get("random_init")), run=run_name(run),
     )
 
 

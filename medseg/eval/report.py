@@ -20,7 +20,7 @@ import pandas as pd
 
 from medseg.errors import MedsegError
 from medseg.eval.details import DETAILS_FILE, with_details
-from medseg.eval.reference import Entry, entries, load_reference, paper_value, tables_for
+from medseg.eval.reference import Entry, entries, load_reference, paper_value, run_name, tables_for
 from medseg.names import check_name
 from medseg.outputs import output_dir
 
@@ -291,7 +291,7 @@ def _markdown(runs: list[dict[str, Any]], compared: pd.DataFrame, reference: tup
     for table in sorted(set(compared["table"])):
         parts += [f"### Table {table}\n", layout_table(int(table), reference, compared, compare_average)]
     placed = set(compared["run"])
-    every_run = {f"{r['dataset']}/{r['mode']}/{r['strategy']}" for r in runs}
+    every_run = {run_name(r) for r in runs}
     if missing := sorted(every_run - placed):
         parts.append("Runs without a counterpart in the study's tables: " + ", ".join(missing) + "\n")
     if figures:

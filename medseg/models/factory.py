@@ -61,10 +61,14 @@ def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mod
     if "baseline" in spec:
         from medseg.baselines.checkpoints import parse_baseline_spec
         from medseg.baselines.networks import BaselineSegmenter
+        from medseg.baselines.nnunet_model import NnunetSegmenter, NnunetSpec
 
         if mode != "automated" or candidates:
             raise MedsegError("a baseline segments in automated mode only")
-        return BaselineSegmenter(parse_baseline_spec(spec), image_size, num_classes)  # type: ignore[return-value]
+        baseline = parse_baseline_spec(spec)
+        if isinstance(baseline, NnunetSpec):
+            return NnunetSegmenter(baseline, image_size, num_classes)  # type: ignore[return-value]
+        return BaselineSegmenter(baseline, image_size, num_classes)  # type: ignore[return-value]
     strategy, peft = parse_spec(spec)
     model = SamSegmenter(strategy.backbone, image_size, num_classes, mode, candidates)
     apply_strategy(model, strategy, peft)

@@ -21,6 +21,18 @@ from medseg.train.runtime import PRECISIONS
 AUGMENT_PRESETS = ("paper", "released_code")
 LR_SCHEDULES = ("constant", "poly")
 POLY_POWER = 0.9  # the released code's decay: lr x (1 - t/T)^0.9
+FEWSHOT_SUFFIX = "_5shot"  # a run mode such as automated_5shot: that mode on the 5-shot profile
+
+
+def split_run_mode(run_mode: str) -> tuple[str, bool]:
+    """``automated`` -> (automated, False); ``automated_5shot`` -> (automated, True): the prompt mode and
+    whether the run uses the 5-shot profile. The run mode names the run's folder (``<dataset>/<run mode>/...``),
+    so full-data and 5-shot runs of one model sit side by side."""
+    mode = run_mode.removesuffix(FEWSHOT_SUFFIX)
+    if mode not in MODES:
+        known = [*MODES, *(f"{m}{FEWSHOT_SUFFIX}" for m in MODES)]
+        raise MedsegError(f"unknown mode '{run_mode}'; known: {known}")
+    return mode, mode != run_mode
 
 
 @dataclass(frozen=True)
@@ -92,13 +104,13 @@ class TrainConfig:
     def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
                     strategy: str | None = None) -> TrainConfig:
         """The run's settings; the few-shot profile (``finetune.fewshot``) overrides epochs, batch size
-        and early stopping when enabled (in params or by ``fewshot=True``). ``strategy`` picks its
-        backbone's weights when ``finetune.checkpoint`` names one file per backbone."""
-        if mode not in MODES:
-            raise MedsegError(f"unknown mode '{mode}'; known: {list(MODES)}")
+        and early stopping when enabled (in params, by ``fewshot=True`` or by a ``_5shot`` mode such as
+        ``automated_5shot``). ``strategy`` picks its backbone's weights when ``finetune.checkpoint`` names one
+        file per backbone."""
+        mode, suffixed = split_run_mode(mode)
         finetune = params["finetune"]
         profile = finetune["fewshot"]
-        use_fewshot = bool(profile["enabled"]) if fewshot is None else fewshot
+        use_fewshot = True if suffixed else bool(profile["enabled"]) if fewshot is None else fewshot
         epochs_source = profile if use_fewshot else finetune
         return cls(
             max_epochs=int(epochs_source["max_epochs"]), batch_size=int(epochs_source["batch_size"]),
@@ -144,6 +156,11 @@ class TrainConfig:
             raise MedsegError(f"unknown mode '{self.mode}'; known: {list(MODES)}")
         if self.precision not in PRECISIONS:
             raise MedsegError(f"must be one of {list(PRECISIONS)}, got {self.precision!r}", "finetune.precision")
+
+    @property
+    def run_mode(self) -> str:
+        """The folder name of the run's mode: ``automated``, or ``automated_5shot`` on the 5-shot profile."""
+        return self.mode + (FEWSHOT_SUFFIX if self.fewshot else "")
 
     def fingerprint(self, dataset: str, strategy: str, data_dir: str | Path) -> dict[str, str]:
         """What a saved state must match to resume (``medseg.train.fingerprint``): the settings with

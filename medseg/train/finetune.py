@@ -78,7 +78,7 @@ def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, ou
     if config.num_classes == 0:  # automated: one output per class; prompts: background + the prompted object
         config = replace(config, num_classes=classes.num_classes if config.mode == "automated" else 2)
     run = _Run(dataset, strategy, config,
-               work_dir(work_root, dataset, config.mode, strategy.name), classes, labels)
+               work_dir(work_root, dataset, config.run_mode, strategy.name), classes, labels)
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
           _on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,

@@ -37,7 +37,7 @@ def _compile(tmp: Path, name: str, params: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     grid = {"datasets": ["us_breast", "mri_hippocampus"], "strategies": ["vit_t_dec_vanilla", "vit_b_endec_lora"],
-            "modes": ["automated", "box"], "parallelism": 3}
+            "modes": ["automated", "box"], "baselines": ["unet", "nnunet"], "parallelism": 3}
     return _compile(tmp_path_factory.mktemp("kfp"), "study", _params(**grid))
 
 
@@ -61,7 +61,8 @@ def test_every_task_runs_its_medseg_step_in_the_commits_image(demo: dict[str, An
         command = container["command"]
         assert command[:2] == ["medseg", step] or command[-2:] == ["medseg.cli", step]
         assert not any("Concat" in arg or "IfPresent" in arg for arg in container["args"])  # the backend skips them
-    assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "evaluate", "report"}
+    assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "baseline", "evaluate",
+                                                    "report"}
 
 
 def test_params_are_run_parameters_and_task_inputs(demo: dict[str, Any]) -> None:
@@ -92,6 +93,42 @@ def test_study_grid_is_nested_parallel_for_with_limits_and_one_report(study: dic
     final = next(task for name, task in root.items() if name.startswith("report"))
     assert final["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == outer["taskInfo"]["name"]
     assert any(name.startswith("report") for name in inner_dag)  # one report per dataset, then one over those
+
+
+def test_baselines_loop_beside_the_cells_on_one_gpu_and_reach_the_datasets_report(study: dict[str, Any]) -> None:
+    """Each baseline trains in the grid's automated modes in its own nested loop (a dsl.If on a loop item
+    would not reach Kubeflow's driver), is scored by the same evaluate, and the dataset's report collects both."""
+    outer = next(task for task in study["root"]["dag"]["tasks"].values() if "parameterIterator" in task)
+    dataset_dag = study["components"][outer["componentRef"]["name"]]["dag"]["tasks"]
+    loops = [task for task in dataset_dag.values() if "parameterIterator" in task]
+    items = [yaml.safe_load(loop["parameterIterator"]["items"]["raw"]) for loop in loops]
+    baselines = next(cells for cells in items if cells[0]["strategy"] in ("unet", "nnunet"))
+    assert [(c["strategy"], c["mode"]) for c in baselines] == [("unet", "automated"), ("nnunet", "automated")]
+    assert {c["processes"] for c in baselines} == {"1"} and baselines[0]["memory_limit"] == "48G"
+    baseline_dag = next(study["components"][loop["componentRef"]["name"]]["dag"]["tasks"] for loop, cells
+                        in zip(loops, items, strict=True) if cells is baselines)
+    assert {_base(name) for name in baseline_dag} == {"baseline", "evaluate"}
+    report = next(task for name, task in dataset_dag.items() if name.startswith("report"))
+    producers = {name: value["taskOutputArtifact"]["producerTask"]
+                 for name, value in report["inputs"]["artifacts"].items()}
+    assert set(producers) == {"runs", "more_runs"} and len(set(producers.values())) == 2
+    resources = _executors(study)["baseline"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    args = _executors(study)["baseline"]["args"]
+    assert args[args.index("--mode") + 1] == "{{$.inputs.parameters['mode']}}"
+
+
+def test_five_shot_mode_runs_baselines_in_it_and_no_gpu_resources_is_refused(tmp_path: Path) -> None:
+    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla"], modes=["box", "automated_5shot"],
+                     baselines=["swinunet"])
+    from pipelines.grid import make_plan
+
+    plan = make_plan(params, "study", TAG, REPO / "params.yaml")
+    assert [(c["strategy"], c["mode"]) for c in plan.baseline_cells] == [("swinunet", "automated_5shot")]
+    assert [c["mode"] for c in plan.cells] == ["box", "automated_5shot"]
+    del params["kubeflow"]["gpu"]["baseline"]
+    with pytest.raises(MedsegError, match=r"kubeflow\.gpu\.baseline"):
+        make_plan(params, "study", TAG, REPO / "params.yaml")
 
 
 def test_loop_item_fields_in_task_settings_are_selected_from_the_item(study: dict[str, Any]) -> None:

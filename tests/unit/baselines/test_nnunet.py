@@ -191,3 +191,23 @@ def test_nnunet_plans_trains_continues_and_predicts(exported: Path, ingested_sam
     size = int(np.load(ingested_sample / "images.npy", mmap_mode="r").shape[-1])
     assert masks.shape == (int((manifest["split"] == "test").sum()), size, size) and masks.dtype == np.uint8
     assert set(np.unique(masks)) <= {0, 1}
+    assert np.array_equal(_in_process_prediction(tmp_path, ingested_sample, manifest), masks)
+
+
+def _in_process_prediction(work: Path, data: Path, manifest: pd.DataFrame) -> np.ndarray:
+    """The test slices segmented as `medseg evaluate` segments them: the exported spec and weights, nnU-Net's
+    predictor in this process (no mirroring, as the nnUNetv2_predict call above)."""
+    import torch
+
+    from medseg.baselines.nnunet_model import NnunetSegmenter, NnunetSpec, read_nnunet_checkpoint
+
+    folder = nnunet.model_folder(work, DATASET_ID, nnunet.TINY_TRAINER)
+    payload = read_nnunet_checkpoint(folder / "fold_0/checkpoint_final.pth")
+    plans, dataset_json = (json.loads((folder / name).read_text()) for name in ("plans.json", "dataset.json"))
+    spec = NnunetSpec(plans, dataset_json, "2d", nnunet.TINY_TRAINER, (0, 1), use_mirroring=False)
+    images = np.load(data / "images.npy")[manifest.loc[manifest["split"] == "test", "row"].to_numpy()]
+    model = NnunetSegmenter(spec, images.shape[-1], 2)
+    model.network.load_state_dict(payload["network_weights"])
+    with torch.no_grad():
+        slices = torch.from_numpy(images).float()[:, None].expand(-1, 3, -1, -1)
+        return model.eval()(slices).argmax(dim=1).numpy().astype(np.uint8)
