@@ -60,7 +60,8 @@ def test_a_dataset_name_that_disagrees_with_its_data_fails_at_ingest(tmp_path: P
 @pytest.mark.slow  # the demo at its real settings: about 2-4 minutes on 2 cores
 def test_committed_demo_pipeline_gets_the_dice_of_dvc_repro(tmp_path: Path) -> None:
     """pipelines/compiled/demo.yaml, run on the commit's pinned sample, scores what `dvc repro` scored."""
-    expected = json.loads((REPO / "results/runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json").read_text())
+    expected = {name: json.loads((REPO / f"results/runs/sample/automated/{name}/eval/metrics.json").read_text())
+                for name in ("vit_t_dec_vanilla", "unet")}
     root = tmp_path / "p"
     project_copy(root, yaml.safe_load((REPO / "params.yaml").read_text()), skip=("results/", "models/"))
     run_tool(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], root)
@@ -68,21 +69,26 @@ def test_committed_demo_pipeline_gets_the_dice_of_dvc_repro(tmp_path: Path) -> N
     run_tool(["dvc", "push", "-q", "data/raw/sample"], root)
     shutil.rmtree(root / "data/raw/sample")
     run = _run(root, REPO / "pipelines/compiled/demo.yaml", {}, tmp_path / "run")
-    metrics = run.task("evaluate").metadata["metrics"]
-    assert metrics["dice_mean"] == pytest.approx(expected["dice_mean"], abs=1e-6)
+    assert [t.name.split("/")[-1] for t in run.tasks_of("baseline")] == ["baseline"]  # the demo's UNet
     report = pd.read_csv(run.tasks_of("report")[-1].outputs["report_dir"][0] / "report.csv")  # the final one
-    assert len(report) == 1 and report["dice_mean"].iloc[0] == pytest.approx(expected["dice_mean"], abs=1e-6)
+    assert sorted(report["strategy"]) == ["unet", "vit_t_dec_vanilla"]
+    for name, metrics in expected.items():
+        ours = report.loc[report["strategy"] == name, "dice_mean"].iloc[0]
+        assert ours == pytest.approx(metrics["dice_mean"], abs=1e-6), name
+    assert sorted(t.metadata["metrics"]["dice_mean"] for t in run.tasks_of("evaluate")) == pytest.approx(
+        sorted(metrics["dice_mean"] for metrics in expected.values()), abs=1e-6)
     assert run.warnings == []  # nothing the cluster's driver or launcher would do differently
     assert run.task("ingest").metadata["processed"]["git_sha"] == "0" * 40
 
 
-@pytest.mark.slow  # 8 tiny trainings and evaluations: about 4-6 minutes on 2 cores
-def test_two_by_two_by_two_grid_requests_gpus_and_reports_eight_rows(tmp_path: Path) -> None:
+@pytest.mark.slow  # 8 tiny trainings and 2 baselines, with evaluations: about 5-7 minutes on 2 cores
+def test_two_by_two_by_two_grid_and_baselines_request_gpus_and_report_ten_rows(tmp_path: Path) -> None:
     params = tiny_params()
     params["sample"]["datasets"], params["ingest"]["datasets"], params["ingest"]["overrides"] = [], ["us_breast"], {}
     params["kubeflow"]["pipelines"]["grid"] = {
         "profile": "demo", "gpu": True, "datasets": ["us_breast", "mri_hippocampus"],
-        "strategies": ["vit_t_dec_vanilla", "vit_t_endec_lora"], "modes": ["automated", "box"], "parallelism": 2}
+        "strategies": ["vit_t_dec_vanilla", "vit_t_endec_lora"], "modes": ["automated", "box"], "baselines": ["unet"],
+        "parallelism": 2}
     root = _project(tmp_path / "p", params, {"us_breast": busi_layout, "mri_hippocampus": hippocampus_layout})
     ir = compile_pipeline("grid", params, tmp_path / "grid.yaml", "test", root / "params.yaml")
     tiny = {**CPU, "ingest": {"image_size": 64}, "finetune": {"device": "cpu", "max_epochs": 1},
@@ -92,10 +98,13 @@ def test_two_by_two_by_two_grid_requests_gpus_and_reports_eight_rows(tmp_path: P
     assert len(trainings) == 8 and all(t.resources["accelerator_type"] == "nvidia.com/gpu" for t in trainings)
     assert {t.resources["accelerator_count"] for t in trainings} == {"1"}
     assert all(loop["parallelism"] == 2 for loop in run.loops.values())
+    baselines = run.tasks_of("baseline")  # one UNet per dataset, in the automated mode, on one GPU
+    assert len(baselines) == 2 and all(t.resources["accelerator_count"] == "1" for t in baselines)
     reports = run.tasks_of("report")  # one per dataset, then the final one over those
     assert len(reports) == 3
     report = pd.read_csv(reports[-1].outputs["report_dir"][0] / "report.csv")
-    assert len(report) == 8 and set(report["dataset"]) == {"us_breast", "mri_hippocampus"}
+    assert len(report) == 10 and set(report["dataset"]) == {"us_breast", "mri_hippocampus"}
+    assert (report["strategy"] == "unet").sum() == 2
     assert run.warnings == []
     evaluations = run.tasks_of("evaluate")
     assert all({"dice_mean", "iou_mean", "hd95_mean", "nsd_mean"} <= set(t.metadata["metrics"]) for t in evaluations)
