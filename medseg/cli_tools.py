@@ -115,16 +115,20 @@ def _zeroshot_checkpoint(path: Path) -> bool:
 
 
 def _export_sam(args: argparse.Namespace) -> int:
+    from medseg.models.backbones import normalisation_for
     from medseg.models.checkpoints import export_checkpoint
     from medseg.models.factory import model_spec, zeroshot_model
     from medseg.models.strategies import PeftConfig
+    from medseg.names import check_name
     from medseg.outputs import output_file
 
     if not args.image_size.isdigit():
         raise MedsegError(f"--image-size must be a whole number of pixels, not '{args.image_size}'")
+    init = check_name(args.init or "sam", "--init")
     with output_file("export_sam", args.out, [args.checkpoint], _zeroshot_checkpoint) as tmp:
-        model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint)
-        metadata = {"zeroshot": True, "mode": args.mode, "init": "sam", "random_init": args.checkpoint is None}
+        model = zeroshot_model(args.backbone, int(args.image_size), args.mode, args.checkpoint,
+                               normalisation_for(init))
+        metadata = {"zeroshot": True, "mode": args.mode, "init": init, "random_init": args.checkpoint is None}
         export_checkpoint(model, tmp, model_spec(f"{args.backbone}_dec_vanilla", PeftConfig()), metadata)
     print(f"export_sam: original SAM {args.backbone} with {args.mode} prompts -> {args.out}")
     return 0
@@ -180,7 +184,9 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
          ("export_sam", _export_sam, "original SAM with point/box prompts (three candidates) as an evaluable model",
           (("--backbone", "vit_h, vit_b or vit_t"), ("--mode", "point or box"),
            ("--image-size", "input size of the ingested slices, e.g. 256"), ("--out", "model.pt to write"),
-           ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"))),
+           ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"),
+           ("--init", "name of the weights for the report: sam (default), medsam (MedSAM's [0, 1] input scaling), "
+                      "supsam", "optional"))),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
          ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
           (("--name", "profile name, or a YAML file of params.yaml overrides"),

@@ -13,6 +13,14 @@ PROMPT_EMBED_DIM = 256
 PATCH_SIZE = 16
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# input normalisation of the 0-255 slices: SAM's (ImageNet mean and std), or MedSAM's (scaled to [0, 1])
+NORMALISATIONS = {"sam": (PIXEL_MEAN, PIXEL_STD), "medsam": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0))}
+INIT_NORMALISATION = {"medsam": "medsam"}  # initial weights trained with another normalisation than SAM's
+
+
+def normalisation_for(init: str) -> str:
+    """The input normalisation the initial weights ``init`` were trained with (SAM's unless listed)."""
+    return INIT_NORMALISATION.get(init, "sam")
 
 
 def _tiny_vit_class() -> type[nn.Module]:

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from medseg.atomic import atomic_file
 from medseg.errors import MedsegError
+from medseg.models.backbones import NORMALISATIONS
 from medseg.models.segmenter import MODES, SamSegmenter
 
 CHECKPOINT_FORMAT = "medseg.sam/1"
@@ -143,6 +144,7 @@ def export_checkpoint(model: SamSegmenter, path: str | Path, spec: dict[str, Any
         "candidates": model.candidates,
         "pixel_mean": model.pixel_mean.flatten().tolist(),
         "pixel_std": model.pixel_std.flatten().tolist(),
+        "normalisation": getattr(model, "normalisation", "sam"),
         "spec": spec,
         "metadata": metadata,
         "state_dict": model.state_dict(),
@@ -191,6 +193,8 @@ def _header(payload: Any, path: str | Path) -> dict[str, Any]:
         "mode": _field(payload, "mode", path, lambda v: v in MODES, f"one of {list(MODES)}", "automated"),
         "candidates": _field(payload, "candidates", path, lambda v: isinstance(v, bool), "true or false", False),
         "metadata": _field(payload, "metadata", path, lambda v: isinstance(v, dict), "a dict", {}),
+        "normalisation": _field(payload, "normalisation", path, lambda v: v in NORMALISATIONS,
+                                f"one of {sorted(NORMALISATIONS)}", "sam"),
     }
     _tensors(_field(payload, "state_dict", path, lambda v: isinstance(v, dict), "a dict"), path)
     return header
@@ -208,6 +212,8 @@ def load_exported(path: str | Path) -> tuple[SamSegmenter, dict[str, Any]]:
                                 header["candidates"])
     except MedsegError as exc:  # inconsistent fields (e.g. candidates in automated mode)
         raise MedsegError(exc.problem, path) from exc
+    if isinstance(model, SamSegmenter):  # baselines normalise their own way
+        model.set_normalisation(header["normalisation"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -13,12 +13,14 @@ from medseg.models.strategies import PeftConfig, Strategy, apply_strategy, parse
 
 def build_model(strategy_id: str, peft: PeftConfig, image_size: int, num_classes: int,
                 mode: str = "automated", checkpoint: str | None = None,
-                encoder_checkpoint: str | None = None) -> SamSegmenter:
+                encoder_checkpoint: str | None = None, normalisation: str = "sam") -> SamSegmenter:
     """A segmenter for ``strategy_id``: SAM weights from ``checkpoint`` (random init with a loud
     warning when absent), optionally an encoder from ``encoder_checkpoint`` (e.g. SSLSAM), then the
-    strategy's adapters/LoRA and ``requires_grad`` flags."""
+    strategy's adapters/LoRA and ``requires_grad`` flags; inputs normalised as ``normalisation``
+    (``medsam`` for MedSAM's weights)."""
     strategy = parse_strategy(strategy_id)
     model = SamSegmenter(strategy.backbone, image_size, num_classes, mode)
+    model.set_normalisation(normalisation)
     if checkpoint:
         load_sam_weights(model, checkpoint)
     else:
@@ -75,10 +77,12 @@ def model_from_spec(spec: dict[str, Any], image_size: int, num_classes: int, mod
     return model
 
 
-def zeroshot_model(backbone: str, image_size: int, mode: str, checkpoint: str | None) -> SamSegmenter:
+def zeroshot_model(backbone: str, image_size: int, mode: str, checkpoint: str | None,
+                   normalisation: str = "sam") -> SamSegmenter:
     """Original SAM with prompts and its three candidate masks (no fine-tuning), for the study's
     zero-shot rows (Tables 13 and 17); random init with a loud warning when ``checkpoint`` is absent."""
     model = SamSegmenter(backbone, image_size, 2, mode, candidates=True)
+    model.set_normalisation(normalisation)
     if checkpoint:
         load_sam_weights(model, checkpoint)
     else:

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from medseg.errors import MedsegError
 from medseg.models.backbones import (
     ENCODER_BUILDERS,
+    NORMALISATIONS,
     PATCH_SIZE,
     PIXEL_MEAN,
     PIXEL_STD,
@@ -56,6 +57,16 @@ class SamSegmenter(nn.Module):
         self.mask_decoder = build_mask_decoder(PROMPT_CANDIDATES if candidates else num_classes)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+        self.normalisation = "sam"
+
+    def set_normalisation(self, name: str) -> None:
+        """Normalise inputs as the weights expect: ``sam`` (SAM's mean and std) or ``medsam`` ([0, 1])."""
+        if name not in NORMALISATIONS:
+            raise MedsegError(f"unknown normalisation '{name}'; known: {sorted(NORMALISATIONS)}")
+        mean, std = NORMALISATIONS[name]
+        self.pixel_mean.copy_(torch.tensor(mean).view(-1, 1, 1))
+        self.pixel_std.copy_(torch.tensor(std).view(-1, 1, 1))
+        self.normalisation = name
 
     def encoder_is_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.image_encoder.parameters())

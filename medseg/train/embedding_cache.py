@@ -34,9 +34,10 @@ CACHE_FORMAT = "medseg-embedding-cache-v1"
 
 
 def encoder_fingerprint(model: SamSegmenter) -> str:
-    """sha256 over the image encoder's state (sorted names, shapes, dtypes, bytes), the backbone
-    and the input size."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT}|{model.backbone}|{model.image_size}".encode())
+    """sha256 over the image encoder's state (sorted names, shapes, dtypes, bytes), the backbone, the
+    input size and normalisation."""
+    normalisation = f"{model.pixel_mean.flatten().tolist()}|{model.pixel_std.flatten().tolist()}"
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{model.backbone}|{model.image_size}|{normalisation}".encode())
     state = model.image_encoder.state_dict()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()

@@ -16,6 +16,7 @@ from medseg.baselines.networks import Baseline, BaselineSegmenter
 from medseg.data.classes import ClassMap
 from medseg.data.slice_dataset import SliceDataset, open_arrays, read_manifest
 from medseg.errors import MedsegError
+from medseg.models.backbones import normalisation_for
 from medseg.models.factory import build_model
 from medseg.models.strategies import Strategy
 from medseg.train.batches import count
@@ -75,7 +76,8 @@ def build_engine(strategy: Strategy | Baseline, image_size: int, config: TrainCo
         model = BaselineSegmenter(strategy, image_size, config.num_classes)
     else:
         model = build_model(strategy.name, config.peft, image_size, config.num_classes, mode=config.mode,
-                            checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint)
+                            checkpoint=config.checkpoint, encoder_checkpoint=config.encoder_checkpoint,
+                            normalisation=normalisation_for(config.init))
         _speed_ups(model, config)
     model.to(runtime.device)
     trainable = [p for p in model.parameters() if p.requires_grad]
