@@ -6,6 +6,7 @@ from components.baseline import baseline
 from components.evaluate import evaluate
 from components.finetune import finetune, finetune_with_weights
 from components.ingest import ingest
+from components.pretrain_mae import pretrain_mae
 from components.pull import pull
 from components.report import report
 from components.sample import sample
@@ -18,9 +19,10 @@ STEP_COMPONENTS = {
     "validate": validate,
     "finetune": finetune,
     "baseline": baseline,
+    "pretrain_mae": pretrain_mae,
     "evaluate": evaluate,
     "report": report,
 }
 
-__all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_with_weights", "ingest", "pull", "report",
-           "sample", "validate"]
+__all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_with_weights", "ingest", "pretrain_mae",
+           "pull", "report", "sample", "validate"]

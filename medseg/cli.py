@@ -4,11 +4,12 @@ Kubeflow component). Heavy libraries are imported inside the handlers so that st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from medseg import __version__
@@ -109,6 +110,38 @@ def _baseline(args: argparse.Namespace) -> int:
               f"{summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, {summary['params_total']:,} params "
               f"-> {Path(args.out) / 'model.pt'}")
     return 0
+
+
+def _pretrain_mae(args: argparse.Namespace) -> int:
+    from medseg.models.backbones import ENCODER_BUILDERS
+    from medseg.pretrain.mae_run import MaeSettings, pretrain_mae
+
+    params = step_params(args)
+    if args.backbone not in ENCODER_BUILDERS:
+        raise MedsegError(f"--backbone must be one of {sorted(ENCODER_BUILDERS)}, got {args.backbone!r}")
+    settings = MaeSettings.from_params(params, args.backbone)
+    with _data_root(args) as data_root:
+        summary = pretrain_mae(settings, data_root, args.out, section(params, "finetune")["work_dir"], args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pretrain_mae: {args.backbone} on {', '.join(summary['datasets'])} ({summary['train_slices']} slices): "
+              f"{summary['epochs_run']} epochs, val loss {summary['final_val_loss']:.4f}, "
+              f"{summary['wall_time_s']:.0f} s -> {Path(args.out) / 'encoder.pt'} (init sslsam)")
+    return 0
+
+
+@contextlib.contextmanager
+def _data_root(args: argparse.Namespace) -> Iterator[Path]:
+    """``--data-root``, or on Kubeflow a temporary folder linking each collected ``processed`` dataset by its alias."""
+    if args.data_root is not None:
+        yield Path(args.data_root)
+        return
+    if args.executor_input is None:
+        raise MedsegError("--data-root is required (or --kfp-executor-input with a collected 'processed' input)")
+    from medseg.kfp_io import input_paths
+    from medseg.pretrain.mae_run import linked_data_root
+
+    with linked_data_root(input_paths(args.executor_input, "processed")) as root:
+        yield root
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -219,6 +252,12 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--out", "run directory (model.pt, training logs)"),
       ("--mode", "automated (default: all training slices) or automated_5shot (the 5-shot profile)", "optional"),
       ("--resume", "continue an interrupted run (nnunet: nnU-Net's --c)", "switch"))),
+    ("pretrain_mae", _pretrain_mae, "SSLSAM: masked-image pretraining of a SAM image encoder on ingested datasets",
+     (("--backbone", "vit_b (the study), vit_t or vit_h"),
+      ("--data-root", "folder of ingested datasets: <data-root>/<alias> for each of pretrain_mae.datasets "
+                      "(on Kubeflow: the collected 'processed' input)", "optional"),
+      ("--out", "run directory (encoder.pt, reconstructions.png, training logs)"),
+      ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),
       ("--out", "evaluation directory", "optional"),
@@ -246,7 +285,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
     return f"medseg: {category.__name__}: {message}\n"
 
 
-INPUT_OPTIONS = ("raw", "data", "model", "reference", "runs", "checkpoint")
+INPUT_OPTIONS = ("raw", "data", "data_root", "model", "reference", "runs", "checkpoint")
 METRIC_KEYS = ("dice_mean", "dice_ci_low", "dice_ci_high", "dice_volume_mean", "iou_mean", "hd95_mean", "nsd_mean")
 
 

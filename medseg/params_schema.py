@@ -237,6 +237,35 @@ class BaselineParams(Section):
     nnunet: NnunetParams = Field(default_factory=NnunetParams)
 
 
+class MaeDecoderParams(Section):
+    dim: int = Field(ge=8, le=4096)
+    depth: int = Field(ge=1, le=24)
+    heads: int = Field(ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _heads(self) -> MaeDecoderParams:
+        if self.dim % self.heads:
+            raise MedsegError(f"dim {self.dim} must be a multiple of heads {self.heads}")
+        return self
+
+
+class PretrainMaeParams(Section):
+    backbones: list[Backbone] = Field(default_factory=list)
+    datasets: list[Name] = Field(min_length=1)
+    image_size: int = Field(ge=64, le=4096, multiple_of=16)
+    mask_ratio: Finite = Field(gt=0, lt=1)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    accumulation: int = Field(ge=1)
+    lr: Finite = Field(gt=0, le=1)
+    weight_decay: Finite = Field(ge=0)
+    betas: list[Annotated[Finite, Field(ge=0, lt=1)]] = Field(min_length=2, max_length=2)
+    warmup_epochs: int = Field(ge=0)
+    crop_scale: list[Annotated[Finite, Field(gt=0, le=1)]] = Field(min_length=2, max_length=2)
+    decoder: MaeDecoderParams
+    checkpoint: str | None = None
+
+
 class ModelsParams(Section):
     adapter_ratio: Finite = Field(gt=0, le=1)
     adapter_mlp_scale: Finite = Field(ge=0)
@@ -321,6 +350,7 @@ class Params(Section):
     validate_: ValidateParams = Field(alias="validate")
     finetune: FinetuneParams
     baseline: BaselineParams
+    pretrain_mae: PretrainMaeParams
     models: ModelsParams
     evaluate: EvaluateParams
     kubeflow: KubeflowParams

@@ -23,7 +23,7 @@ STAGES: dict[str, Any] = DVC["stages"]
 TOOL_STAGES = ("datasets",)  # tool subcommands run as stages (no Kubeflow component yet)
 GIT_FOLDERS = ("registry",)  # configuration in git that stages read (custom registry entries)
 ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0],
-        "mode": PARAMS["finetune"]["modes"][0], "network": "unet"}
+        "mode": PARAMS["finetune"]["modes"][0], "network": "unet", "backbone": "vit_t"}
 
 
 def _expand(text: str) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 Figure = tuple[str, str]  # (path relative to the report, title)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +38,7 @@ def _label(row: pd.Series) -> str:
 
 def _bars(path: Path, summary: pd.DataFrame, title: str) -> None:
     """Grouped bars: ours vs the paper's average, one group per label (no paper bar where it has no value)."""
-    plt = _pyplot()
+    plt = pyplot()
     positions = np.arange(len(summary))
     figure, axis = plt.subplots(figsize=(max(6.5, 1.1 * len(summary) + 2), 4.2))
     known = summary["paper"].notna().to_numpy()
@@ -118,7 +118,7 @@ def _init_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
     if ours.empty:
         return []
     paper = _differences(compared.assign(paper=compared["paper"].where(~compared["paper_is_average"])), "paper")
-    plt = _pyplot()
+    plt = pyplot()
     inits = sorted(set(ours["init"]))
     figure, axes = plt.subplots(len(inits), 2, figsize=(11, 3 + 0.4 * ours["dataset"].nunique()), squeeze=False)
     for row, init in enumerate(inits):

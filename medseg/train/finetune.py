@@ -81,8 +81,8 @@ def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, ou
                work_dir(work_root, dataset, config.run_mode, strategy.name), classes, labels)
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
-          _on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,
-          _on_main(runtime, lambda: exclusive_lock(run.work, "this training work directory"))):
+          on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,
+          on_main(runtime, lambda: exclusive_lock(run.work, "this training work directory"))):
         summary = _run(run, Path(data_dir), tmp, Path(work_root) / "embedding-cache", resume, runtime)
     if runtime.is_main:
         shutil.rmtree(run.work, ignore_errors=True)  # only once the outputs are in place
@@ -90,7 +90,7 @@ def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, ou
 
 
 @contextlib.contextmanager
-def _on_main(runtime: Runtime, enter: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[Any]:
+def on_main(runtime: Runtime, enter: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[Any]:
     """Rank 0 enters ``enter()`` (a lock, the output folder) and yields its value, the others yield None;
     when rank 0 is refused, every process fails at once (the others learn it from rank 0)."""
     with contextlib.ExitStack() as stack:
@@ -212,7 +212,7 @@ def _publish(work: Path, out_tmp: Path, summary: dict[str, Any], best: str) -> N
                summary if record is None else {**summary, "provenance": provenance.brief(record)})
 
 
-def _peak_memory_mb(device: torch.device) -> int:
+def peak_memory_mb(device: torch.device) -> int:
     import resource
 
     if device.type == "cuda":
@@ -233,5 +233,5 @@ def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine
         "random_init": _random_init(run), "device": runtime.device.type, "processes": runtime.world_size,
         "precision": config.precision, "wall_time_s": round(now - started[0], 2),
         "epochs_time_s": round(now - started[1], 2),
-        "peak_memory_mb": _peak_memory_mb(runtime.device),
+        "peak_memory_mb": peak_memory_mb(runtime.device),
     }

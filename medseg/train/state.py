@@ -111,8 +111,8 @@ def _is_stopping(values: dict[str, Any]) -> bool:
             and all(isinstance(values[name], int) for name in counts))
 
 
-def _problem(payload: Any) -> str | None:
-    """What makes ``payload`` unusable as a training state, or None."""
+def _problem(payload: Any, logged: tuple[str, ...] = LOGGED) -> str | None:
+    """What makes ``payload`` unusable as a training state (history entries holding ``logged``), or None."""
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         return f"not a {STATE_FORMAT} file"
     for key, kind in STATE_FIELDS.items():
@@ -121,9 +121,9 @@ def _problem(payload: Any) -> str | None:
     history, stopping = payload["history"], payload["stopping"]
     if payload["epoch"] < 0 or len(history) != payload["epoch"] + 1:
         return f"{len(history)} history entries for epoch {payload['epoch']}"
-    if not all(isinstance(entry, dict) and all(isinstance(entry.get(name), float) for name in LOGGED)
+    if not all(isinstance(entry, dict) and all(isinstance(entry.get(name), float) for name in logged)
                for entry in history):
-        return f"history entries must hold {list(LOGGED)}"
+        return f"history entries must hold {list(logged)}"
     if not _is_stopping(stopping):
         return "field 'stopping' is not an early stopping state"
     if payload["best"] != best_file(stopping["best_epoch"]):
@@ -133,14 +133,15 @@ def _problem(payload: Any) -> str | None:
     return None
 
 
-def read_state(path: Path) -> dict[str, Any]:
-    """The committed state of ``path``, checked for completeness (not yet restored anywhere)."""
+def read_state(path: Path, logged: tuple[str, ...] = LOGGED) -> dict[str, Any]:
+    """The committed state of ``path``, checked for completeness (not yet restored anywhere); each history
+    entry must hold the curves ``logged`` (a fine-tuning run's by default)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, pickled code, not a torch file
         raise MedsegError(f"cannot read the training state: corrupt, truncated or foreign file ({first_line(exc)}); "
                           "rerun without --resume", path) from exc
-    problem = _problem(payload)
+    problem = _problem(payload, logged)
     if problem:
         raise MedsegError(f"not a usable training state ({problem}); rerun without --resume", path)
     return payload
