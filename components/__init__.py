@@ -7,6 +7,7 @@ from components.evaluate import evaluate
 from components.finetune import finetune, finetune_with_weights
 from components.ingest import ingest
 from components.pretrain_mae import pretrain_mae
+from components.pretrain_sup import pretrain_sup
 from components.pull import pull
 from components.report import report
 from components.sample import sample
@@ -20,9 +21,10 @@ STEP_COMPONENTS = {
     "finetune": finetune,
     "baseline": baseline,
     "pretrain_mae": pretrain_mae,
+    "pretrain_sup": pretrain_sup,
     "evaluate": evaluate,
     "report": report,
 }
 
 __all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_with_weights", "ingest", "pretrain_mae",
-           "pull", "report", "sample", "validate"]
+           "pretrain_sup", "pull", "report", "sample", "validate"]

@@ -129,6 +129,23 @@ def _pretrain_mae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_sup(args: argparse.Namespace) -> int:
+    from medseg.models.backbones import ENCODER_BUILDERS
+    from medseg.pretrain.sup_run import SupSettings, pretrain_sup
+
+    params = step_params(args)
+    if args.backbone not in ENCODER_BUILDERS:
+        raise MedsegError(f"--backbone must be one of {sorted(ENCODER_BUILDERS)}, got {args.backbone!r}")
+    settings = SupSettings.from_params(params, args.backbone)
+    with _data_root(args) as data_root:
+        summary = pretrain_sup(settings, data_root, args.out, section(params, "finetune")["work_dir"], args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pretrain_sup: {args.backbone} on {', '.join(summary['datasets'])} ({summary['train_items']} prompted "
+              f"slices): best epoch {summary['best_epoch']}, val Dice {summary['best_val_dice']:.4f}, "
+              f"{summary['wall_time_s']:.0f} s -> {Path(args.out) / 'weights.pt'} (init supsam)")
+    return 0
+
+
 @contextlib.contextmanager
 def _data_root(args: argparse.Namespace) -> Iterator[Path]:
     """``--data-root``, or on Kubeflow a temporary folder linking each collected ``processed`` dataset by its alias."""
@@ -257,6 +274,12 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--data-root", "folder of ingested datasets: <data-root>/<alias> for each of pretrain_mae.datasets "
                       "(on Kubeflow: the collected 'processed' input)", "optional"),
       ("--out", "run directory (encoder.pt, reconstructions.png, training logs)"),
+      ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
+    ("pretrain_sup", _pretrain_sup, "SupSAM: prompt-based supervised training of SAM on many datasets at once",
+     (("--backbone", "vit_b (the study), vit_t or vit_h"),
+      ("--data-root", "folder of ingested datasets: <data-root>/<alias> for each of pretrain_sup.datasets "
+                      "(on Kubeflow: the collected 'processed' input)", "optional"),
+      ("--out", "run directory (weights.pt, training logs)"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
      (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),

@@ -40,6 +40,7 @@ STEP_FILES = {  # what each step writes into its output folder (glob patterns, r
     "finetune": ("model.pt", "train_summary.json", "training/*", "provenance.json"),
     "baseline": ("model.pt", "train_summary.json", "training/*", "nnunet/*", "provenance.json"),
     "pretrain_mae": ("encoder.pt", "train_summary.json", "training/*", "reconstructions.png", "provenance.json"),
+    "pretrain_sup": ("weights.pt", "train_summary.json", "training/*", "provenance.json"),
     "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png",
                  "provenance.json"),
     "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json", "runs/*"),

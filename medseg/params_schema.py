@@ -266,6 +266,15 @@ class PretrainMaeParams(Section):
     checkpoint: str | None = None
 
 
+class PretrainSupParams(Section):
+    backbones: list[Backbone] = Field(default_factory=list)
+    datasets: list[Name] = Field(min_length=1)
+    max_epochs: int = Field(ge=1)
+    early_stopping_patience: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    point_probability: Finite = Field(ge=0, le=1)
+
+
 class ModelsParams(Section):
     adapter_ratio: Finite = Field(gt=0, le=1)
     adapter_mlp_scale: Finite = Field(ge=0)
@@ -351,6 +360,7 @@ class Params(Section):
     finetune: FinetuneParams
     baseline: BaselineParams
     pretrain_mae: PretrainMaeParams
+    pretrain_sup: PretrainSupParams
     models: ModelsParams
     evaluate: EvaluateParams
     kubeflow: KubeflowParams

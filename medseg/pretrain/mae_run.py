@@ -146,7 +146,7 @@ def _run(settings: MaeSettings, folders: list[Path], work: Path, out_dir: Path |
     trainer = runtime.wrap(model)
     val_masks = random_masks(len(val), settings.image_size // PATCH_SIZE, settings.mask_ratio,
                              torch.Generator().manual_seed(VAL_MASK_SEED))
-    with _live(work, runtime) as live:
+    with live_curves(work, runtime) as live:
         for entry in history:
             _log(live, entry)
         for epoch in range(start, settings.epochs):
@@ -295,7 +295,7 @@ def _val_loss(model: MaskedAutoencoder, dataset: Any, masks: torch.Tensor, setti
 
 
 @contextlib.contextmanager
-def _live(work: Path, runtime: Runtime) -> Iterator[Any]:
+def live_curves(work: Path, runtime: Runtime) -> Iterator[Any]:
     """DVCLive on the first process (curves replayed on resume), nothing elsewhere."""
     if not runtime.is_main:
         yield None
