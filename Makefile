@@ -49,11 +49,11 @@ demo: $(STAMP)  ## run the default pipeline (dvc repro) on the embedded syntheti
 	@echo ""
 	@echo "Result table: results/report/report.md (synthetic phantom data; see README to use a real dataset)"
 
-test: $(STAMP)  ## run the default (fast) test suite
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## run the default (fast) test suite, on two processes (pytest-xdist; a module's tests share one)
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 test-all: $(STAMP)  ## include slow tests
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
