@@ -97,3 +97,27 @@ def test_report_names_a_metrics_file_with_a_non_numeric_dice(tmp_path: Path) -> 
     path.write_text(path.read_text().replace('"dice_mean": 0.5', '"dice_mean": "high"'))
     with pytest.raises(MedsegError, match=r"vit_t_dec_vanilla/eval/metrics\.json: dice_mean is not a number"):
         write_report(tmp_path / "runs", tmp_path / "report")
+
+
+def test_pretrained_inits_sit_in_tables_8_to_10_and_5_shot_runs_in_11_and_12(tmp_path: Path) -> None:
+    """SupSAM, MedSAM and SSLSAM runs fill the study's Tables 8, 9 and 10; 5-shot runs (their own folder) fill
+    Table 11 (SAM strategies) and 12 (baselines), each beside its full-data run."""
+    runs = tmp_path / "runs"
+    for init, dice in (("supsam", 0.61), ("medsam", 0.62), ("sslsam", 0.63)):
+        _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", dice, folder_name=f"lora_{init}", init=init)
+    _run(runs, "mri_prostate", "automated", "vit_b_dec_vanilla", 0.50)
+    for strategy, dice in (("vit_b_dec_vanilla", 0.40), ("unet", 0.20)):  # a 5-shot run: mode automated, own folder
+        _run(runs, "mri_prostate", "automated_5shot", strategy, dice, fewshot=True, init="scratch" if strategy == "unet"
+             else "sam")
+        path = runs / f"mri_prostate/automated_5shot/{strategy}/eval/metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "mode": "automated"}))
+    write_report(runs, tmp_path / "report")
+    compared = pd.read_csv(tmp_path / "report/comparison.csv", keep_default_na=False)
+    tables = {(row.model, row.init, str(row.shots)): int(row.table) for row in compared.itertuples()}
+    assert tables[("vit_b_endec_lora", "supsam", "all")] == 8
+    assert tables[("vit_b_endec_lora", "medsam", "all")] == 9
+    assert tables[("vit_b_endec_lora", "sslsam", "all")] == 10
+    assert tables[("vit_b_dec_vanilla", "sam", "5")] == 11 and tables[("unet", "", "5")] == 12
+    assert (compared[compared["model"] == "vit_b_dec_vanilla"]["table"].astype(int) != 11).any()  # full data too
+    text = (tmp_path / "report/report.md").read_text()
+    assert "Runs without a counterpart" not in text
