@@ -295,6 +295,22 @@ def model_folder(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_T
     return results / f"{trainer}__{PLANS}__{CONFIGURATION}"
 
 
+def check_trainer(trainer: str) -> None:
+    """Refuse a trainer class that neither nnunetv2 nor the extra trainer folders define (read as text, so
+    that a typo fails at once rather than after planning)."""
+    import nnunetv2
+
+    folders = [Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer", TRAINERS_DIR,
+               *(Path(p) for p in os.environ.get(EXT_TRAINER, "").split(os.pathsep) if p)]
+    pattern = re.compile(rf"^class {re.escape(trainer)}\(", re.MULTILINE)
+    for folder in folders:
+        for path in folder.rglob("*.py"):
+            if pattern.search(path.read_text(encoding="utf-8", errors="replace")):
+                return
+    raise MedsegError(f"nnU-Net trainer {trainer!r} is not defined in nnunetv2 or {TRAINERS_DIR.name}/ "
+                      f"(e.g. {DEFAULT_TRAINER}, {DEMO_TRAINER})", "baseline.nnunet.trainer")
+
+
 def train(work_dir: str | Path, dataset_id: int, trainer: str = DEFAULT_TRAINER, device: str = "cpu",
           continue_training: bool = False, processes: int | None = None) -> Path:
     """Train fold 0 (our train/val split) of the ``2d`` configuration with nnU-Net's trainer

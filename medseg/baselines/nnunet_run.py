@@ -71,6 +71,7 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
     labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
     classes = config.classes.get(dataset)
     resolve_classes(labels, classes, dataset)  # unknown class names fail before anything runs
+    nnunet.check_trainer(settings.trainer)
     device = resolve_device(config.device)
     work = work_dir(work_root, dataset, config.run_mode, NAME)
     record = _run_record(dataset, data_dir, config, settings)

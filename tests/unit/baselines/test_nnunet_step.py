@@ -113,3 +113,17 @@ def test_nnunets_checkpoints_load_weights_only(tmp_path: Path) -> None:
     torch.save({"network_weights": {}, "evil": Path("x")}, tmp_path / "evil.pth")
     with pytest.raises(MedsegError, match=r"evil\.pth: cannot load the nnU-Net checkpoint safely"):
         read_nnunet_checkpoint(tmp_path / "evil.pth")
+
+
+def test_an_unknown_trainer_fails_before_anything_runs(ingested_sample: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    params = _params(tmp_path)
+    settings = yaml.safe_load(params.read_text())
+    settings["baseline"]["nnunet"]["trainer"] = "nnUNetTrainer_typo"
+    params.write_text(yaml.safe_dump(settings))
+    args = ["baseline", "--network", "nnunet", "--params", str(params), "--dataset", "sample", "--data",
+            str(ingested_sample), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "baseline.nnunet.trainer: nnU-Net trainer 'nnUNetTrainer_typo' is not defined" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+    assert nnunet.check_trainer(nnunet.DEFAULT_TRAINER) is None and nnunet.check_trainer(nnunet.TINY_TRAINER) is None
