@@ -234,3 +234,12 @@ def test_committed_pipelines_are_current(tmp_path: Path, name: str) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     fresh = compile_pipeline(name, copy.deepcopy(params), tmp_path / "fresh.yaml", tag, REPO / "params.yaml")
     assert committed == fresh.read_text()
+
+
+def test_no_two_cells_of_the_study_grid_write_the_same_run_folder() -> None:
+    """Each cell's evaluation lands in <dataset>/<mode>/<strategy>: unique over SAM cells and baselines."""
+    from pipelines.grid import make_plan
+
+    plan = make_plan(yaml.safe_load((REPO / "params.yaml").read_text()), "study", TAG, REPO / "params.yaml")
+    folders = [(cell["mode"], cell["strategy"]) for cell in [*plan.cells, *plan.baseline_cells]]
+    assert len(folders) == 18 * 4 + 3 * 2 and len(set(folders)) == len(folders)
