@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from medseg import __version__
 from medseg.cli_tools import TOOLS, Handler, copy_text, step_params
@@ -113,15 +114,9 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _pretrain_mae(args: argparse.Namespace) -> int:
-    from medseg.models.backbones import ENCODER_BUILDERS
     from medseg.pretrain.mae_run import MaeSettings, pretrain_mae
 
-    params = step_params(args)
-    if args.backbone not in ENCODER_BUILDERS:
-        raise MedsegError(f"--backbone must be one of {sorted(ENCODER_BUILDERS)}, got {args.backbone!r}")
-    settings = MaeSettings.from_params(params, args.backbone)
-    with _data_root(args) as data_root:
-        summary = pretrain_mae(settings, data_root, args.out, section(params, "finetune")["work_dir"], args.resume)
+    summary = _pretrain(args, MaeSettings, pretrain_mae)
     if os.environ.get("RANK", "0") == "0":
         print(f"pretrain_mae: {args.backbone} on {', '.join(summary['datasets'])} ({summary['train_slices']} slices): "
               f"{summary['epochs_run']} epochs, val loss {summary['final_val_loss']:.4f}, "
@@ -130,20 +125,26 @@ def _pretrain_mae(args: argparse.Namespace) -> int:
 
 
 def _pretrain_sup(args: argparse.Namespace) -> int:
-    from medseg.models.backbones import ENCODER_BUILDERS
     from medseg.pretrain.sup_run import SupSettings, pretrain_sup
 
-    params = step_params(args)
-    if args.backbone not in ENCODER_BUILDERS:
-        raise MedsegError(f"--backbone must be one of {sorted(ENCODER_BUILDERS)}, got {args.backbone!r}")
-    settings = SupSettings.from_params(params, args.backbone)
-    with _data_root(args) as data_root:
-        summary = pretrain_sup(settings, data_root, args.out, section(params, "finetune")["work_dir"], args.resume)
+    summary = _pretrain(args, SupSettings, pretrain_sup)
     if os.environ.get("RANK", "0") == "0":
         print(f"pretrain_sup: {args.backbone} on {', '.join(summary['datasets'])} ({summary['train_items']} prompted "
               f"slices): best epoch {summary['best_epoch']}, val Dice {summary['best_val_dice']:.4f}, "
               f"{summary['wall_time_s']:.0f} s -> {Path(args.out) / 'weights.pt'} (init supsam)")
     return 0
+
+
+def _pretrain(args: argparse.Namespace, settings_type: Any, run: Any) -> dict[str, Any]:
+    """A pretraining step: its settings for ``--backbone``, then ``run`` on the datasets of ``--data-root``."""
+    from medseg.models.backbones import ENCODER_BUILDERS
+
+    params = step_params(args)
+    if args.backbone not in ENCODER_BUILDERS:
+        raise MedsegError(f"--backbone must be one of {sorted(ENCODER_BUILDERS)}, got {args.backbone!r}")
+    settings = settings_type.from_params(params, args.backbone)
+    with _data_root(args) as data_root:
+        return run(settings, data_root, args.out, section(params, "finetune")["work_dir"], args.resume)
 
 
 @contextlib.contextmanager
@@ -155,7 +156,7 @@ def _data_root(args: argparse.Namespace) -> Iterator[Path]:
     if args.executor_input is None:
         raise MedsegError("--data-root is required (or --kfp-executor-input with a collected 'processed' input)")
     from medseg.kfp_io import input_paths
-    from medseg.pretrain.mae_run import linked_data_root
+    from medseg.pretrain.common import linked_data_root
 
     with linked_data_root(input_paths(args.executor_input, "processed")) as root:
         yield root

@@ -131,3 +131,9 @@ def current() -> dict[str, Any] | None:
     """The running step's provenance, or None outside a recorded step (library use, tests)."""
     recorder = _ACTIVE.get()
     return recorder.get() if recorder is not None else None
+
+
+def with_brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with the brief provenance of the current step added (unchanged outside a step)."""
+    record = current()
+    return summary if record is None else {**summary, "provenance": brief(record)}

@@ -96,3 +96,19 @@ def hippocampus_layout(root: Path, count: int = 6) -> None:
     meta = {"name": "Hippocampus", "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
             "training": training, "test": []}
     (task / "dataset.json").write_text(json.dumps(meta))
+
+
+def kill_after_first_commit(command: list[str], state: Path, timeout_s: float = 240) -> None:
+    """Start ``command``, SIGKILL it once it has committed ``state`` (a saved epoch) and is into the next
+    epoch, and wait for it; the test fails if the run finished before it could be interrupted."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()

@@ -25,7 +25,7 @@ from medseg import provenance
 from medseg.atomic import write_json
 from medseg.baselines import nnunet
 from medseg.baselines.nnunet_model import NAME, NnunetSegmenter, NnunetSpec, nnunet_spec, read_nnunet_checkpoint
-from medseg.data.classes import dataset_labels, resolve_classes
+from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
 from medseg.data.slice_dataset import read_ingest_summary
 from medseg.errors import MedsegError
 from medseg.locking import exclusive_lock
@@ -70,7 +70,7 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
     dataset = check_name(dataset, "dataset")
     labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
     classes = config.classes.get(dataset)
-    resolve_classes(labels, classes, dataset)  # unknown class names fail before anything runs
+    class_map = resolve_classes(labels, classes, dataset)  # unknown class names fail before anything runs
     nnunet.check_trainer(settings.trainer)
     device = resolve_device(config.device)
     work = work_dir(work_root, dataset, config.run_mode, NAME)
@@ -83,16 +83,14 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
         checkpoint = nnunet.train(work, DATASET_ID, settings.trainer, str(device), continue_training=continuing,
                                   processes=settings.processes)
         payload = read_nnunet_checkpoint(checkpoint)
-        metadata = _metadata(dataset, config, data_dir, payload, classes)
+        metadata = _metadata(dataset, config, payload, class_map)
         model = _export_model(work, payload, tmp / "model.pt", settings, metadata)
         history = _history(payload["logging"], checkpoint)
         _write_curves(tmp / "training", history)
         _copy_nnunet_files(work, nnunet.model_folder(work, DATASET_ID, settings.trainer), tmp / "nnunet")
         summary = _summary(dataset, config, history, model, device, (started, epochs_started))
         summary["trainer"], summary["nnunet_version"] = settings.trainer, version("nnunetv2")
-        brief = provenance.current()
-        write_json(tmp / "train_summary.json", summary if brief is None else {**summary,
-                                                                              "provenance": provenance.brief(brief)})
+        write_json(tmp / "train_summary.json", provenance.with_brief(summary))
     shutil.rmtree(work, ignore_errors=True)  # only once the outputs are in place
     return summary
 
@@ -131,13 +129,11 @@ def _prepare(work: Path, record: dict[str, Any], resume: bool, data_dir: Path,
     return False
 
 
-def _metadata(dataset: str, config: TrainConfig, data_dir: str | Path, payload: dict[str, Any],
-              classes: list[str] | None) -> dict[str, Any]:
-    labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
+def _metadata(dataset: str, config: TrainConfig, payload: dict[str, Any], classes: ClassMap) -> dict[str, Any]:
     dice = payload["logging"].get("mean_fg_dice") or [None]
     return {"dataset": dataset, "strategy": NAME, "mode": config.mode, "epoch": int(payload["current_epoch"]) - 1,
             "init": "scratch", "random_init": False, "val_dice": None if dice[-1] is None else float(dice[-1]),
-            "fewshot": config.fewshot, **resolve_classes(labels, classes, dataset).to_metadata(config.mode)}
+            "fewshot": config.fewshot, **classes.to_metadata(config.mode)}
 
 
 def _export_model(work: Path, payload: dict[str, Any], path: Path, settings: NnunetSettings,

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medseg.eval.reference import run_name
+
 Figure = tuple[str, str]  # (path relative to the report, title)
 
 
@@ -143,10 +145,10 @@ def _overlays(folder: Path, runs: list[dict[str, Any]]) -> list[Figure]:
     for run in runs:
         source = run.get("_overlays")
         if source is not None and Path(source).is_file():
-            mode = f"{run['mode']}_5shot" if run.get("fewshot") else run["mode"]  # the run's folder name
-            name = f"overlays_{run['dataset']}_{mode}_{run['strategy']}.png"
+            run_folder = run_name(run)  # <dataset>/<run mode>/<strategy>
+            name = f"overlays_{run_folder.replace('/', '_')}.png"
             shutil.copyfile(source, folder / name)
-            figures.append((f"figures/{name}", f"{run['dataset']} / {mode} / {run['strategy']}: test slices"))
+            figures.append((f"figures/{name}", f"{run_folder.replace('/', ' / ')}: test slices"))
     return figures
 
 

@@ -10,14 +10,10 @@ writes ``encoder.pt`` (the encoder only: ``finetune.encoder_checkpoint`` loads i
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +21,14 @@ import torch
 
 from medseg import provenance
 from medseg.atomic import atomic_file, write_json
-from medseg.data.slice_dataset import SliceDataset, check_ingested
+from medseg.data.slice_dataset import SliceDataset
 from medseg.errors import MedsegError
-from medseg.locking import exclusive_lock
 from medseg.names import check_name
-from medseg.outputs import output_dir
+from medseg.pretrain.common import fingerprint as pretrain_fingerprint
+from medseg.pretrain.common import ingested_folders, run_pretraining
 from medseg.pretrain.mae import PATCH_SIZE, MaskedAutoencoder, random_masks
-from medseg.train.finetune import on_main
-from medseg.train.runtime import Runtime, start_runtime
+from medseg.train.finetune import live_curves, log_curves
+from medseg.train.runtime import Runtime
 from medseg.train.state import STATE_FILE, EarlyStopping, Generators, read_state, restore_state, save_state
 
 ENCODER_FORMAT = "medseg.encoder/1"
@@ -101,35 +97,10 @@ class CosineWarmup:
 def pretrain_mae(settings: MaeSettings, data_root: str | Path, out_dir: str | Path, work_root: str | Path,
                  resume: bool = False) -> dict[str, Any]:
     """Pretrain, then write the encoder and the run's records to ``out_dir``; returns the summary."""
-    folders = [check_ingested(Path(data_root) / name) for name in settings.datasets]
-    if not folders:
-        raise MedsegError("lists no dataset to learn from", "pretrain_mae.datasets")
-    work = Path(work_root) / "pretrain_mae" / settings.backbone
-    with (start_runtime(settings.device, settings.precision) as runtime,
-          on_main(runtime, lambda: output_dir("pretrain_mae", out_dir, [*folders, settings.checkpoint, work_root]))
-          as tmp,
-          on_main(runtime, lambda: exclusive_lock(work, "this pretraining work directory"))):
-        summary = _run(settings, folders, work, tmp, resume, runtime)
-    if runtime.is_main:
-        shutil.rmtree(work, ignore_errors=True)  # only once the outputs are in place
-    return summary
-
-
-@contextlib.contextmanager
-def linked_data_root(folders: list[Path]) -> Iterator[Path]:
-    """A temporary folder of links ``<alias>`` -> each ingested dataset (its alias from its ingest.json), removed
-    afterwards: the ``--data-root`` layout over datasets that live elsewhere (Kubeflow's collected artifacts)."""
-    import tempfile
-
-    from medseg.data.slice_dataset import read_ingest_summary
-
-    with tempfile.TemporaryDirectory(prefix="medseg-datasets-") as tmp:
-        for folder in folders:
-            alias = check_name(read_ingest_summary(folder).get("dataset"), f"{folder}/ingest.json dataset")
-            if (Path(tmp) / alias).exists():
-                raise MedsegError(f"dataset {alias} is collected twice", folder)
-            (Path(tmp) / alias).symlink_to(Path(folder).resolve(), target_is_directory=True)
-        yield Path(tmp)
+    folders = ingested_folders(data_root, settings.datasets, "pretrain_mae.datasets")
+    return run_pretraining("pretrain_mae", settings.backbone, (settings.device, settings.precision),
+                           (Path(out_dir), Path(work_root)), [*folders, settings.checkpoint],
+                           lambda runtime, work, tmp: _run(settings, folders, work, tmp, resume, runtime))
 
 
 def _run(settings: MaeSettings, folders: list[Path], work: Path, out_dir: Path | None, resume: bool,
@@ -140,7 +111,7 @@ def _run(settings: MaeSettings, folders: list[Path], work: Path, out_dir: Path |
     train, val = (_slices(folders, split) for split in ("train", "val"))
     model, optimizer, scheduler = _build(settings, len(train), runtime)
     generators = Generators.seeded(settings.seed)
-    fingerprint = _fingerprint(settings, folders)
+    fingerprint = pretrain_fingerprint(settings, folders, settings.checkpoint)
     start, stopping, history = _start_or_resume(work, resume, fingerprint, (model, optimizer, scheduler),
                                                 generators, runtime)
     trainer = runtime.wrap(model)
@@ -148,13 +119,13 @@ def _run(settings: MaeSettings, folders: list[Path], work: Path, out_dir: Path |
                              torch.Generator().manual_seed(VAL_MASK_SEED))
     with live_curves(work, runtime) as live:
         for entry in history:
-            _log(live, entry)
+            log_curves(live, entry, LOGGED)
         for epoch in range(start, settings.epochs):
             loss = _train_epoch(trainer, model, (optimizer, scheduler), train, settings, epoch, generators, runtime)
             entry = {"train/loss": loss, "val/loss": _val_loss(model, val, val_masks, settings, runtime),
                      "lr": scheduler.get_last_lr()[0]}
             history.append(entry)
-            _log(live, entry)
+            log_curves(live, entry, LOGGED)
             _report(runtime, epoch, entry)
             stopping.update(epoch, -entry["val/loss"])
             if runtime.is_main:
@@ -197,15 +168,6 @@ def _build(settings: MaeSettings, train_size: int, runtime: Runtime) -> tuple[Ma
     steps_per_epoch = -(-math.ceil(train_size / settings.batch_size) // settings.accumulation)
     schedule = CosineWarmup(max(1, settings.warmup_epochs * steps_per_epoch), settings.epochs * steps_per_epoch)
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-def _fingerprint(settings: MaeSettings, folders: list[Path]) -> dict[str, str]:
-    from medseg.train.fingerprint import data_fingerprint, weights_fingerprint
-
-    text = json.dumps(asdict(settings), sort_keys=True, default=str)
-    data = hashlib.sha256("|".join(data_fingerprint(f) for f in folders).encode()).hexdigest()
-    return {"settings": hashlib.sha256(text.encode()).hexdigest(), "data": data,
-            "weights": weights_fingerprint(settings.checkpoint)}
 
 
 def _start_or_resume(work: Path, resume: bool, fingerprint: dict[str, str], objects: tuple[Any, Any, Any],
@@ -294,25 +256,6 @@ def _val_loss(model: MaskedAutoencoder, dataset: Any, masks: torch.Tensor, setti
     return float(total[0] / max(total[1].item(), 1.0))
 
 
-@contextlib.contextmanager
-def live_curves(work: Path, runtime: Runtime) -> Iterator[Any]:
-    """DVCLive on the first process (curves replayed on resume), nothing elsewhere."""
-    if not runtime.is_main:
-        yield None
-        return
-    from dvclive import Live
-
-    with Live(dir=str(work / "training"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-        yield live
-
-
-def _log(live: Any, entry: dict[str, float]) -> None:
-    if live is not None:
-        for name in LOGGED:
-            live.log_metric(name, entry[name])
-        live.next_step()
-
-
 def _report(runtime: Runtime, epoch: int, entry: dict[str, float]) -> None:
     if runtime.is_main:
         from tqdm import tqdm
@@ -356,6 +299,4 @@ def _publish(model: MaskedAutoencoder, settings: MaeSettings, work: Path, out_di
     draw_reconstructions(out_dir / "reconstructions.png", model.cpu().eval(), images, masks[:count],
                          f"{settings.backbone} after {summary['epochs_run']} epochs"
                          + (" (no SAM weights: random init)" if summary["random_init"] else ""))
-    record = provenance.current()
-    write_json(out_dir / "train_summary.json", summary if record is None else {**summary,
-                                                                                "provenance": provenance.brief(record)})
+    write_json(out_dir / "train_summary.json", provenance.with_brief(summary))

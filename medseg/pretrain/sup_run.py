@@ -12,8 +12,6 @@ without a gain. Learning rate, warm-up, weight decay, prompt simulation and the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
@@ -23,16 +21,16 @@ import torch
 
 from medseg import provenance
 from medseg.atomic import atomic_file, write_json
-from medseg.data.slice_dataset import SliceDataset, check_ingested
+from medseg.data.slice_dataset import SliceDataset
 from medseg.errors import MedsegError
-from medseg.locking import exclusive_lock
 from medseg.names import check_name
-from medseg.outputs import output_dir
+from medseg.pretrain.common import fingerprint as pretrain_fingerprint
+from medseg.pretrain.common import ingested_folders, run_pretraining
 from medseg.pretrain.supervised import MixedPromptSegmenter, mixed_split
 from medseg.train.config import TrainConfig, WarmupSchedule, checkpoint_for, set_total_steps
-from medseg.train.finetune import on_main, peak_memory_mb
+from medseg.train.finetune import live_curves, log_curves, peak_memory_mb
 from medseg.train.loop import Engine, mean_dice, train_epoch
-from medseg.train.runtime import Runtime, start_runtime
+from medseg.train.runtime import Runtime
 from medseg.train.state import STATE_FILE, EarlyStopping, Generators, best_file, save_state, tidy
 
 WEIGHTS_FORMAT = "medseg.sam-weights/1"
@@ -62,19 +60,11 @@ class SupSettings:
 def pretrain_sup(settings: SupSettings, data_root: str | Path, out_dir: str | Path, work_root: str | Path,
                  resume: bool = False) -> dict[str, Any]:
     """Train, then write the best epoch's weights and the run's records to ``out_dir``; returns the summary."""
-    folders = [check_ingested(Path(data_root) / name) for name in settings.datasets]
-    if not folders:
-        raise MedsegError("lists no dataset to learn from", "pretrain_sup.datasets")
-    work = Path(work_root) / "pretrain_sup" / settings.backbone
+    folders = ingested_folders(data_root, settings.datasets, "pretrain_sup.datasets")
     config = settings.config
-    with (start_runtime(config.device, config.precision) as runtime,
-          on_main(runtime, lambda: output_dir("pretrain_sup", out_dir, [*folders, config.checkpoint, work_root]))
-          as tmp,
-          on_main(runtime, lambda: exclusive_lock(work, "this pretraining work directory"))):
-        summary = _run(settings, folders, work, tmp, resume, runtime)
-    if runtime.is_main:
-        shutil.rmtree(work, ignore_errors=True)  # only once the outputs are in place
-    return summary
+    return run_pretraining("pretrain_sup", settings.backbone, (config.device, config.precision),
+                           (Path(out_dir), Path(work_root)), [*folders, config.checkpoint],
+                           lambda runtime, work, tmp: _run(settings, folders, work, tmp, resume, runtime))
 
 
 def _splits(folders: list[Path], config: TrainConfig, point_probability: float) -> tuple[Any, Any, int]:
@@ -111,7 +101,6 @@ def _engine(settings: SupSettings, image_size: int, train_size: int, runtime: Ru
 
 def _run(settings: SupSettings, folders: list[Path], work: Path, out_dir: Path | None, resume: bool,
          runtime: Runtime) -> dict[str, Any]:
-    from medseg.pretrain.mae_run import live_curves
     from medseg.train.setup import start_or_resume
 
     started, config = time.perf_counter(), settings.config
@@ -119,38 +108,28 @@ def _run(settings: SupSettings, folders: list[Path], work: Path, out_dir: Path |
     torch.use_deterministic_algorithms(True, warn_only=True)
     train, val, image_size = _splits(folders, config, settings.point_probability)
     engine = _engine(settings, image_size, len(train), runtime)
-    generators, fingerprint = Generators.seeded(config.seed), _fingerprint(settings, folders)
+    generators = Generators.seeded(config.seed)
+    fingerprint = pretrain_fingerprint(settings, folders, config.checkpoint)
     start, stopping, history = start_or_resume(work, resume, fingerprint, engine, config, generators)
     with live_curves(work, runtime) as live:
         for entry in history:
-            _log(live, entry)
+            log_curves(live, entry)
         for epoch in range(start, config.max_epochs):
             if stopping.should_stop:
                 break
             loss = train_epoch(engine, train, config.batch_size, epoch, generators.data, generators.augment)
             history.append({"train/loss": loss, "val/dice": mean_dice(engine, val, config.batch_size),
                             "lr": engine.scheduler.get_last_lr()[0]})
-            _log(live, history[-1])
+            log_curves(live, history[-1])
             _report(runtime, epoch, history[-1])
             _commit(engine, stopping, history, generators, (work, fingerprint))
     summary = _summary(settings, (len(train), len(val)), history, stopping, engine, started)
     if out_dir is not None:
         shutil.copy2(work / best_file(stopping.best_epoch), out_dir / "weights.pt")
         shutil.copytree(work / "training", out_dir / "training")
-        record = provenance.current()
-        write_json(out_dir / "train_summary.json",
-                   summary if record is None else {**summary, "provenance": provenance.brief(record)})
+        write_json(out_dir / "train_summary.json", provenance.with_brief(summary))
     runtime.barrier()
     return summary
-
-
-def _fingerprint(settings: SupSettings, folders: list[Path]) -> dict[str, str]:
-    from medseg.train.fingerprint import data_fingerprint, weights_fingerprint
-
-    text = json.dumps(dataclasses.asdict(settings), sort_keys=True, default=str)
-    data = hashlib.sha256("|".join(data_fingerprint(f) for f in folders).encode()).hexdigest()
-    return {"settings": hashlib.sha256(text.encode()).hexdigest(), "data": data,
-            "weights": weights_fingerprint(settings.config.checkpoint)}
 
 
 def _report(runtime: Runtime, epoch: int, entry: dict[str, float]) -> None:
@@ -159,13 +138,6 @@ def _report(runtime: Runtime, epoch: int, entry: dict[str, float]) -> None:
 
         tqdm.write(f"epoch {epoch}: train loss {entry['train/loss']:.4f}, val Dice {entry['val/dice']:.4f}, "
                    f"lr {entry['lr']:.2e}")
-
-
-def _log(live: Any, entry: dict[str, float]) -> None:
-    if live is not None:
-        for name in ("train/loss", "val/dice", "lr"):
-            live.log_metric(name, entry[name])
-        live.next_step()
 
 
 def _commit(engine: Engine, stopping: EarlyStopping, history: list[dict[str, float]], generators: Generators,

@@ -122,14 +122,14 @@ def _run(run: _Run, data_dir: Path, out_dir: Path | None, cache_root: Path, resu
     start, stopping, history = start_or_resume(run.work, resume, fingerprint, engine, config, generators)
     train_set, val_set = load_datasets(splits, engine, config, cache_root)
     epochs_started = time.perf_counter()
-    with _live(run.work, runtime) as live:
+    with live_curves(run.work, runtime) as live:
         for entry in history:  # a resumed run replays its curves, then goes on
-            _log(live, entry)
+            log_curves(live, entry)
         for epoch in range(start, config.max_epochs):
             if stopping.should_stop:
                 break
             history.append(_epoch(engine, train_set, val_set, config, epoch, generators))
-            _log(live, history[-1])
+            log_curves(live, history[-1])
             _commit(run, engine, stopping, history, generators, fingerprint)
     summary = _summary(run, stopping, len(history), engine, (run_started, epochs_started))
     if out_dir is not None:  # rank 0
@@ -183,8 +183,8 @@ def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[di
 
 
 @contextlib.contextmanager
-def _live(work: Path, runtime: Runtime) -> Any:
-    """DVCLive on rank 0; nothing elsewhere."""
+def live_curves(work: Path, runtime: Runtime) -> Any:
+    """DVCLive under ``<work>/training`` on rank 0 (a resumed run replays its curves into it); nothing elsewhere."""
     if not runtime.is_main:
         yield None
         return
@@ -194,10 +194,11 @@ def _live(work: Path, runtime: Runtime) -> Any:
         yield live
 
 
-def _log(live: Any, entry: dict[str, float]) -> None:
+def log_curves(live: Any, entry: dict[str, float], names: tuple[str, ...] = LOGGED) -> None:
+    """One epoch's values of the curves ``names`` (nothing off rank 0)."""
     if live is None:
         return
-    for name in LOGGED:
+    for name in names:
         live.log_metric(name, entry[name])
     live.next_step()
 
@@ -207,9 +208,7 @@ def _publish(work: Path, out_tmp: Path, summary: dict[str, Any], best: str) -> N
     folder, which becomes the output when the run ends."""
     shutil.copy2(work / best, out_tmp / "model.pt")
     shutil.copytree(work / "training", out_tmp / "training")
-    record = provenance.current()
-    write_json(out_tmp / "train_summary.json",
-               summary if record is None else {**summary, "provenance": provenance.brief(record)})
+    write_json(out_tmp / "train_summary.json", provenance.with_brief(summary))
 
 
 def peak_memory_mb(device: torch.device) -> int:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import tiny_params
+from helpers import kill_after_first_commit, tiny_params
 from medseg.cli import main
 from medseg.models.factory import build_model
 from medseg.models.strategies import PeftConfig
@@ -126,15 +123,7 @@ def test_the_exported_encoder_is_what_finetune_starts_from(pretrained: Path) -> 
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Path, tmp_path: Path) -> None:
     params = _project(tmp_path, ingested_sample, epochs=3)
     state = tmp_path / "work/pretrain_mae/vit_t/state.pt"
-    process = subprocess.Popen(_command(tmp_path, params, "resumed"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not state.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    assert process.poll() is None, "the run finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_commit(_command(tmp_path, params, "resumed"), state)
     assert not (tmp_path / "resumed").exists()
     subprocess.run(_command(tmp_path, params, "resumed", resume=True), check=True, capture_output=True)
     straight = _project(tmp_path / "b", ingested_sample, epochs=3)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import hippocampus_layout, tiny_params
+from helpers import hippocampus_layout, kill_after_first_commit, tiny_params
 from medseg.cli import main
 from medseg.data.ingest import ingest_dataset
 from medseg.data.slice_dataset import SliceDataset
@@ -95,15 +92,8 @@ def test_trains_across_two_datasets_and_finetune_starts_from_its_weights(data_ro
 
 def test_resume_after_sigkill_ends_like_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
     params = _params(tmp_path, epochs=3)
-    process = subprocess.Popen(_command(data_root, params, tmp_path / "resumed"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    state, deadline = tmp_path / "work/pretrain_sup/vit_t/state.pt", time.time() + 240
-    while not state.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    assert process.poll() is None, "the run finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_commit(_command(data_root, params, tmp_path / "resumed"),
+                            tmp_path / "work/pretrain_sup/vit_t/state.pt")
     assert not (tmp_path / "resumed").exists()
     subprocess.run(_command(data_root, params, tmp_path / "resumed", resume=True), check=True, capture_output=True)
     straight = _params(tmp_path / "b", epochs=3)

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from helpers import tiny_params
+from helpers import kill_after_first_commit, tiny_params
 from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_exported
 from medseg.models.segmenter import SamSegmenter
@@ -134,16 +131,8 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Pa
     params["finetune"].update(max_epochs=4, work_dir=str(tmp_path / "work"), num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     state = tmp_path / f"work/sample/automated/{RUNS[step][1]}/state.pt"
-    process = subprocess.Popen(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml",
-                                             step=step),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not state.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    assert process.poll() is None, "the run finished before it could be interrupted"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_commit(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml",
+                                             step=step), state)
     assert not (tmp_path / "resumed").exists()
     subprocess.run(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml", resume=True,
                                  step=step), check=True, capture_output=True)
