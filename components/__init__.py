@@ -4,7 +4,7 @@ commit: locally, `dvc pull` does it). No logic lives here."""
 
 from components.baseline import baseline
 from components.evaluate import evaluate
-from components.finetune import finetune, finetune_with_weights
+from components.finetune import finetune, finetune_pretrained, finetune_pretrained_with_weights, finetune_with_weights
 from components.ingest import ingest
 from components.pretrain_mae import pretrain_mae
 from components.pretrain_sup import pretrain_sup
@@ -26,5 +26,6 @@ STEP_COMPONENTS = {
     "report": report,
 }
 
-__all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_with_weights", "ingest", "pretrain_mae",
-           "pretrain_sup", "pull", "report", "sample", "validate"]
+__all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_pretrained",
+           "finetune_pretrained_with_weights", "finetune_with_weights", "ingest", "pretrain_mae", "pretrain_sup",
+           "pull", "report", "sample", "validate"]

@@ -12,10 +12,11 @@ from components.image import DEFAULT_IMAGE, settings_args
 @dsl.container_component
 def report(params: str, params_override: str, runs: Input[List[Artifact]], report_dir: Output[Artifact],  # noqa: UP006
            table: Output[Markdown], page: Output[HTML],
-           more_runs: Input[List[Artifact]] = None) -> dsl.ContainerSpec:  # noqa: UP006
+           more_runs: Input[List[Artifact]] = None,  # noqa: UP006
+           pretrained_runs: Input[List[Artifact]] = None) -> dsl.ContainerSpec:  # noqa: UP006
     """``runs`` is a collected list of evaluations, or of earlier reports (which carry their runs), and
-    ``more_runs`` another (a dataset's baselines beside its SAM cells): the step reads their paths from the
-    executor input.
+    ``more_runs`` and ``pretrained_runs`` others (a dataset's baselines and its runs from pretrained inits beside
+    its SAM cells): the step reads their paths from the executor input.
     ``table`` (Markdown) and ``page`` (HTML with the figures inlined) are rendered by the Kubeflow UI;
     ``report_dir`` holds the CSV files and the figures too."""
     return dsl.ContainerSpec(

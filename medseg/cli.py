@@ -19,8 +19,6 @@ from medseg.errors import MedsegError
 from medseg.names import check_name
 from medseg.params import section
 
-BASELINE_MODES = ("automated", "automated_5shot")
-
 
 def _sample(args: argparse.Namespace) -> int:
     from medseg.data.sample import SYNTHETIC_NOTICE, PhantomSpec, write_sample
@@ -69,13 +67,16 @@ def _finetune(args: argparse.Namespace) -> int:
 
     params = step_params(args)
     check_name(args.dataset, "--dataset")
-    config = TrainConfig.from_params(params, mode=args.mode or "automated", strategy=args.strategy)
-    if args.checkpoint:  # on Kubeflow: the weights pulled from the DVC remote, instead of finetune.checkpoint
-        config = dataclasses.replace(config, checkpoint=args.checkpoint)
+    profile, mode = check_name(args.profile or "full", "--profile"), check_name(args.mode or "automated", "--mode")
+    config = TrainConfig.from_params(  # --checkpoint: on Kubeflow, SAM's weights pulled from the DVC remote
+        params, profile=profile, mode=mode, strategy=args.strategy, init=check_name(args.init or "sam", "--init"),
+        init_weights=args.init_weights, checkpoint=args.checkpoint)
     work_root = section(params, "finetune")["work_dir"]
-    summary = finetune(args.dataset, args.strategy, args.data, args.out, config, work_root, args.resume)
+    with _dataset_dir(args) as data:
+        summary = finetune(args.dataset, args.strategy, data, args.out, config, work_root, args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the run
-        print(f"finetune: {summary['strategy']} ({summary['mode']}) on {summary['dataset']}: best epoch "
+        print(f"finetune: {summary['strategy']} ({summary['mode']}, {summary['init']} init, {summary['profile']}) on "
+              f"{summary['dataset']}: best epoch "
               f"{summary['best_epoch']}, val Dice {summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, "
               f"peak memory {summary['peak_memory_mb']} MB ({summary['device']} x{summary['processes']}), "
               f"trainable {summary['params_trainable']:,} of {summary['params_total']:,} params -> "
@@ -91,11 +92,10 @@ def _baseline(args: argparse.Namespace) -> int:
     params = step_params(args)
     check_name(args.dataset, "--dataset")
     settings = section(params, "baseline")
-    mode = args.mode or "automated"
-    if mode not in BASELINE_MODES:
-        raise MedsegError(f"--mode must be one of {list(BASELINE_MODES)} (baselines segment without prompts), "
-                          f"got {mode!r}")
-    config = dataclasses.replace(TrainConfig.from_params(params, mode=mode), checkpoint=None, encoder_checkpoint=None,
+    profile = check_name(args.profile or "full", "--profile")
+    unweighted = {**params, "finetune": {**section(params, "finetune"), "checkpoint": None}}  # SAM's: not read
+    config = dataclasses.replace(TrainConfig.from_params(unweighted, profile=profile),
+                                 checkpoint=None, encoder_checkpoint=None, init="scratch",
                                  lr=float(settings.get("lr") or section(params, "finetune")["lr"]))
     work_root = section(params, "finetune")["work_dir"]
     if args.network == "nnunet":
@@ -107,7 +107,8 @@ def _baseline(args: argparse.Namespace) -> int:
         model = parse_baseline(args.network, settings.get(args.network))
         summary = finetune(args.dataset, model, args.data, args.out, config, work_root, args.resume)
     if os.environ.get("RANK", "0") == "0":
-        print(f"baseline: {args.network} on {summary['dataset']}: best epoch {summary['best_epoch']}, val Dice "
+        print(f"baseline: {args.network} ({summary['profile']}) on {summary['dataset']}: best epoch "
+              f"{summary['best_epoch']}, val Dice "
               f"{summary['best_val_dice']:.4f}, {summary['wall_time_s']:.0f} s, {summary['params_total']:,} params "
               f"-> {Path(args.out) / 'model.pt'}")
     return 0
@@ -148,18 +149,32 @@ def _pretrain(args: argparse.Namespace, settings_type: Any, run: Any) -> dict[st
 
 
 @contextlib.contextmanager
-def _data_root(args: argparse.Namespace) -> Iterator[Path]:
+def _data_root(args: argparse.Namespace, option: str = "--data-root") -> Iterator[Path]:
     """``--data-root``, or on Kubeflow a temporary folder linking each collected ``processed`` dataset by its alias."""
-    if args.data_root is not None:
+    if getattr(args, "data_root", None) is not None:
         yield Path(args.data_root)
         return
     if args.executor_input is None:
-        raise MedsegError("--data-root is required (or --kfp-executor-input with a collected 'processed' input)")
+        raise MedsegError(f"{option} is required (or --kfp-executor-input with a collected 'processed' input)")
     from medseg.kfp_io import input_paths
     from medseg.pretrain.common import linked_data_root
 
     with linked_data_root(input_paths(args.executor_input, "processed")) as root:
         yield root
+
+
+@contextlib.contextmanager
+def _dataset_dir(args: argparse.Namespace) -> Iterator[Path]:
+    """``--data``, or on Kubeflow the collected ``processed`` dataset whose alias is ``--dataset``."""
+    if args.data is not None:
+        yield Path(args.data)
+        return
+    with _data_root(args, "--data") as root:
+        if not (root / args.dataset).is_dir():
+            raise MedsegError(f"dataset {args.dataset} is not among the collected 'processed' datasets "
+                              f"({', '.join(sorted(p.name for p in root.iterdir())) or 'none'})")
+        args.data = str((root / args.dataset).resolve())  # provenance records the artifact itself
+        yield root / args.dataset
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -173,10 +188,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings = section(params, "evaluate")
     prompts = PromptSettings(**section(params, "finetune").get("prompts", {}))
-    args.model, args.out = _model_file(args.model), _evaluation_dir(args)
-    metrics = evaluate(args.dataset, args.strategy, args.data, args.model, args.out, ScoreSettings.from_params(params),
-                       int(settings["batch_size"]), prompts, int(settings["overlay_slices"]),
-                       str(settings.get("device", "auto")))
+    args.model = _model_file(args.model)
+    args.out = _evaluation_dir(args)  # with --runs-root: from the metadata of the model file (not its folder)
+    with _dataset_dir(args) as data:
+        metrics = evaluate(args.dataset, args.strategy, data, args.model, args.out, ScoreSettings.from_params(params),
+                           int(settings["batch_size"]), prompts, int(settings["overlay_slices"]),
+                           str(settings.get("device", "auto")))
     args.kfp_metrics = {key: metrics[key] for key in METRIC_KEYS if isinstance(metrics.get(key), int | float)}
     dice = "n/a" if metrics["dice_mean"] is None else f"{metrics['dice_mean']:.4f}"
     print(f"evaluate: {args.strategy} ({metrics['mode']}) on {args.dataset}: test Dice {dice} over "
@@ -190,17 +207,21 @@ def _model_file(model: str) -> str:
 
 
 def _evaluation_dir(args: argparse.Namespace) -> str:
-    """``--out``, or ``<--runs-root>/<dataset>/<mode>/<strategy>/eval``: the layout ``report`` reads."""
+    """``--out``, or ``<--runs-root>/<dataset>/<init>/<profile>/<mode>/<strategy>/eval`` (the layout ``report``
+    reads) with the init, profile and mode the model records."""
     if (args.out is None) == (args.runs_root is None):
-        raise MedsegError("give --out, or --runs-root with --mode (not both)")
+        raise MedsegError("give --out or --runs-root (not both)")
     if args.out is not None:
         return args.out
-    if args.mode is None:
-        raise MedsegError("--runs-root needs --mode (automated, point or box) to name the run's folder")
-    from medseg.train.config import split_run_mode
+    from medseg.eval.reference import run_folder
+    from medseg.models.checkpoints import exported_metadata
 
-    split_run_mode(check_name(args.mode, "--mode"))
-    return str(Path(args.runs_root) / args.dataset / args.mode / args.strategy / "eval")
+    metadata = exported_metadata(args.model)
+    for key in ("init", "profile"):  # they become folder names: plain identifiers only
+        if metadata.get(key) is not None:
+            check_name(metadata[key], f"{args.model}: the model's {key}")
+    folder = run_folder({"strategy": args.strategy, **metadata})
+    return str(Path(args.runs_root) / args.dataset / folder / args.strategy / "eval")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -213,8 +234,9 @@ def _report(args: argparse.Namespace) -> int:
             raise MedsegError("--runs is required (or --kfp-executor-input with a collected 'runs' input)")
         from medseg.kfp_io import input_paths
 
-        args.runs_list = input_paths(args.executor_input, "runs") + input_paths(args.executor_input, "more_runs",
-                                                                                required=False)
+        args.runs_list = input_paths(args.executor_input, "runs") + [
+            path for name in ("more_runs", "pretrained_runs")
+            for path in input_paths(args.executor_input, name, required=False)]
     runs = args.runs if args.runs is not None else args.runs_list
     table = write_report(runs, args.out, compare_average=args.compare_average, datasets=datasets,
                          carry_runs=args.carry_runs)
@@ -247,6 +269,8 @@ def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handle
 DATASET = ("--dataset", "dataset alias, e.g. sample")
 STRATEGY = ("--strategy", "strategy id <backbone>_<dec|endec>_<method>, e.g. vit_t_dec_vanilla")
 DATA = ("--data", "ingested dataset directory")
+COLLECTED_DATA = ("--data", "ingested dataset directory (on Kubeflow, or the collected 'processed' input's dataset "
+                            "named by --dataset)", "optional")
 
 STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
     ("sample", _sample, "write the synthetic MSD-layout phantom dataset",
@@ -259,16 +283,20 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--reference", "another ingested dataset to report drift against", "optional"),
       ("--markdown", "also write the summary to this single Markdown file", "optional"))),
     ("finetune", _finetune, "fine-tune one SAM strategy on one dataset",
-     (DATASET, STRATEGY, DATA, ("--out", "run directory (model.pt, training logs)"),
-      ("--mode", "automated (default), point or box prompts; with _5shot (e.g. automated_5shot) the 5-shot profile",
+     (DATASET, STRATEGY, COLLECTED_DATA, ("--out", "run directory (model.pt, training logs)"),
+      ("--mode", "automated (default), point or box prompts", "optional"),
+      ("--profile", "full (default: all training slices) or fewshot (the 5-shot selection, finetune.fewshot)",
        "optional"),
+      ("--init", "initial weights: sam (default: finetune.checkpoint), medsam, sslsam or supsam", "optional"),
+      ("--init-weights", "with --init medsam, sslsam or supsam: the folder of its weights, one sub-folder per "
+                         "backbone (models/pretrain/<init>)", "optional"),
       ("--checkpoint", "initial SAM weights file, instead of finetune.checkpoint", "optional"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("baseline", _baseline, "train a baseline network (unet, swinunet, nnunet) on one dataset, as finetune "
      "trains SAM",
      (DATASET, ("--network", "unet, swinunet or nnunet (nnU-Net's own planner and trainer)"), DATA,
       ("--out", "run directory (model.pt, training logs)"),
-      ("--mode", "automated (default: all training slices) or automated_5shot (the 5-shot profile)", "optional"),
+      ("--profile", "full (default: all training slices) or fewshot (the 5-shot selection)", "optional"),
       ("--resume", "continue an interrupted run (nnunet: nnU-Net's --c)", "switch"))),
     ("pretrain_mae", _pretrain_mae, "SSLSAM: masked-image pretraining of a SAM image encoder on ingested datasets",
      (("--backbone", "vit_b (the study), vit_t or vit_h"),
@@ -283,13 +311,13 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--out", "run directory (weights.pt, training logs)"),
       ("--resume", "continue an interrupted run from its last saved epoch", "switch"))),
     ("evaluate", _evaluate, "test-split metrics of a fine-tuned model",
-     (DATASET, STRATEGY, DATA, ("--model", "exported model.pt, or the run folder holding it"),
+     (DATASET, STRATEGY, COLLECTED_DATA, ("--model", "exported model.pt, or the run folder holding it"),
       ("--out", "evaluation directory", "optional"),
-      ("--runs-root", "instead of --out: write <runs-root>/<dataset>/<mode>/<strategy>/eval", "optional"),
-      ("--mode", "with --runs-root: the mode that names the run's folder", "optional"))),
+      ("--runs-root", "instead of --out: write <runs-root>/<dataset>/<init>/<profile>/<mode>/<strategy>/eval, "
+                      "as the model records them", "optional"))),
     ("report", _report, "aggregate evaluated runs into the results table",
-     (("--runs", "directory of <dataset>/<mode>/<strategy>/eval runs (on Kubeflow: the collected input)",
-       "optional"), ("--out", "report directory"),
+     (("--runs", "directory of <dataset>/<init>/<profile>/<mode>/<strategy>/eval runs (on Kubeflow: the "
+                 "collected input)", "optional"), ("--out", "report directory"),
       ("--markdown", "also write the report to this single Markdown file", "optional"),
       ("--html", "also write the self-contained HTML report to this file", "optional"),
       ("--compare-average", "set datasets the study did not use beside the paper's Average row", "switch"),
@@ -309,7 +337,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
     return f"medseg: {category.__name__}: {message}\n"
 
 
-INPUT_OPTIONS = ("raw", "data", "data_root", "model", "reference", "runs", "checkpoint")
+INPUT_OPTIONS = ("raw", "data", "data_root", "model", "reference", "runs", "checkpoint", "init_weights")
 METRIC_KEYS = ("dice_mean", "dice_ci_low", "dice_ci_high", "dice_volume_mean", "iou_mean", "hd95_mean", "nsd_mean")
 
 

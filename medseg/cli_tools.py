@@ -47,6 +47,10 @@ def _datasets(args: argparse.Namespace) -> int:
     extra = ingest.get("extra_registries")
     registry = load_registry(extra)
     if args.check_params:
+        from medseg.data.preflight import check_pretraining_datasets
+        from medseg.params import params_path
+
+        check_pretraining_datasets(params, params_path(args.params))
         return _check_datasets(args, ingest, registry)
     if args.raw or args.out:
         raise MedsegError("--raw and --out go with --check-params")

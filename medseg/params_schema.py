@@ -6,65 +6,29 @@ as one line naming the file and the dotted key, e.g. ``params.yaml: finetune.lr:
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medseg.errors import MedsegError
-from medseg.names import check_name
+from medseg.params_kubeflow import KubeflowParams, quantity_mb
+from medseg.params_types import (
+    Backbone,
+    Device,
+    Finite,
+    Mode,
+    Name,
+    Pair,
+    PretrainedParams,
+    Profile,
+    Section,
+    Strategies,
+    increasing,
+)
 
-DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)\Z")
-QUANTITY = re.compile(r"(\d+(\.\d+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?\Z")
 VALIDATION_CHECKS = ("manifest_schema", "image_size", "image_dtype", "value_range", "mask_labels", "no_empty_masks",
                      "no_patient_in_two_splits", "no_duplicate_images_across_splits", "split_fractions",
                      "min_slices_per_split", "source_files_exist", "array_lengths")
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-def _name(value: str) -> str:
-    try:
-        return check_name(value, "name")
-    except MedsegError as exc:
-        raise ValueError(exc.problem) from None
-
-
-def _device(value: str) -> str:
-    if not DEVICE.match(value):
-        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
-    return value
-
-
-def _quantity(value: str) -> str:
-    if not QUANTITY.match(value):
-        raise ValueError("must be a Kubernetes quantity such as 2, 500m, 4G or 8Gi")
-    return value
-
-
-Finite = Annotated[float, AfterValidator(_finite)]
-Name = Annotated[str, AfterValidator(_name)]
-Device = Annotated[str, AfterValidator(_device)]
-Quantity = Annotated[str, AfterValidator(_quantity)]
-Backbone = Literal["vit_h", "vit_b", "vit_t"]
-# a prompt mode, alone (all training slices) or with _5shot (the 5-shot profile): names the run's folder
-RunMode = Literal["automated", "point", "box", "automated_5shot", "point_5shot", "box_5shot"]
-Pair = tuple[Finite, Finite]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
-
-
-def _increasing(pair: Pair | None, what: str) -> Pair | None:
-    if pair is not None and not pair[0] < pair[1]:
-        raise ValueError(f"{what} [{pair[0]}, {pair[1]}] must be [low, high] with low < high")
-    return pair
 
 
 class SampleParams(Section):
@@ -83,7 +47,7 @@ class WindowChecks(Section):
     @field_validator("intensity_window", check_fields=False)
     @classmethod
     def _window(cls, value: Pair | None) -> Pair | None:
-        return _increasing(value, "window")
+        return increasing(value, "window")
 
     @field_validator("percentile_clip", check_fields=False)
     @classmethod
@@ -148,11 +112,10 @@ class AugmentParams(Section):
     @field_validator("crop_scale")
     @classmethod
     def _crop_scale(cls, value: Pair) -> Pair:
-        return _increasing(value, "crop scale")  # type: ignore[return-value]
+        return increasing(value, "crop scale")  # type: ignore[return-value]
 
 
 class FewshotParams(Section):
-    enabled: bool
     max_epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     early_stopping_patience: int = Field(ge=0)
@@ -166,11 +129,11 @@ class PromptParams(Section):
 
 
 class FinetuneParams(Section):
-    strategies: list[str] = Field(min_length=1)
-    modes: list[RunMode] = Field(min_length=1)
+    strategies: Strategies = Field(min_length=1)
+    modes: list[Mode] = Field(min_length=1)
+    profiles: list[Profile] = Field(default_factory=lambda: ["full"], min_length=1)
+    pretrained: PretrainedParams = Field(default_factory=PretrainedParams)
     checkpoint: str | dict[Backbone, str | None] | None = None  # one file, or one per backbone
-    encoder_checkpoint: str | None = None
-    init: Name = "sam"
     classes: dict[Name, list[Annotated[str, Field(min_length=1)]]] = Field(default_factory=dict)
     max_epochs: int = Field(ge=1)
     early_stopping_patience: int = Field(ge=0)
@@ -189,18 +152,6 @@ class FinetuneParams(Section):
     precision: Literal["fp32", "bf16"] = "fp32"
     fused_attention: bool = True
     activation_checkpointing: bool = False
-
-    @field_validator("strategies")
-    @classmethod
-    def _strategies(cls, value: list[str]) -> list[str]:
-        from medseg.models.strategy_ids import parse_strategy
-
-        for strategy in value:
-            try:
-                parse_strategy(strategy)
-            except MedsegError as exc:
-                raise ValueError(exc.problem) from None
-        return value
 
 
 class UnetParams(Section):
@@ -230,7 +181,7 @@ class NnunetParams(Section):
 
 class BaselineParams(Section):
     models: list[Literal["unet", "swinunet", "nnunet"]] = Field(default_factory=list)
-    modes: list[Literal["automated", "automated_5shot"]] = Field(default_factory=lambda: ["automated"], min_length=1)
+    profiles: list[Profile] = Field(default_factory=lambda: ["full"], min_length=1)
     lr: Annotated[Finite, Field(gt=0)] | None = None
     unet: UnetParams
     swinunet: SwinUnetParams
@@ -294,64 +245,6 @@ class EvaluateParams(Section):
     device: Device = "auto"
 
 
-class KubeflowResources(Section):
-    cpu_request: Quantity
-    cpu_limit: Quantity
-    memory_request: Quantity
-    memory_limit: Quantity
-
-
-class GpuResources(KubeflowResources):
-    gpus: int = Field(ge=1, le=16)  # per task: finetune runs one process per GPU (torchrun, one node)
-
-
-class KubeflowGpu(Section):
-    accelerator: str = Field(min_length=1)  # the resource name, e.g. nvidia.com/gpu
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    per_backbone: dict[Backbone, GpuResources]
-    baseline: GpuResources | None = None  # baseline tasks (unet, swinunet, nnunet): one GPU each
-
-    @field_validator("baseline")
-    @classmethod
-    def _one_gpu(cls, value: GpuResources | None) -> GpuResources | None:
-        if value is not None and value.gpus != 1:
-            raise ValueError("a baseline trains on one GPU (gpus: 1)")
-        return value
-
-
-class KubeflowRetries(Section):
-    max_retries: int = Field(ge=0, le=10)
-    backoff_seconds: int = Field(ge=1)
-    backoff_factor: Finite = Field(ge=1)
-    backoff_max_seconds: int = Field(ge=1)
-
-
-class KubeflowGrid(Section):
-    """What one compiled pipeline runs: a profile, datasets x strategies x modes (one cell each), and the
-    baselines in the grid's automated modes (automated, automated_5shot)."""
-
-    profile: Name
-    gpu: bool
-    datasets: list[Name] = Field(min_length=1)
-    strategies: list[str] = Field(min_length=1)
-    modes: list[RunMode] = Field(min_length=1)
-    baselines: list[Literal["unet", "swinunet", "nnunet"]] = Field(default_factory=list)  # in the automated modes
-    parallelism: int = Field(ge=1)  # grid cells trained at once
-
-    _strategies = field_validator("strategies")(FinetuneParams._strategies.__func__)  # type: ignore[attr-defined]
-
-
-class KubeflowParams(Section):
-    image_repository: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
-    dvc_remote: str = ""  # "" = the project's default DVC remote
-    s3_secret: str = Field(default="medseg-s3", pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$")
-    resources: KubeflowResources  # every CPU task (pull, ingest, validate, report; demo training)
-    gpu: KubeflowGpu
-    retries: KubeflowRetries
-    pipelines: dict[Name, KubeflowGrid]
-
-
 class Params(Section):
     seed: int = Field(ge=0, lt=2**32)
     sample: SampleParams
@@ -375,6 +268,8 @@ class Params(Section):
         if ("sample" in self.ingest.datasets) != bool(self.sample.datasets):
             raise MedsegError("sample.datasets and ingest.datasets disagree about the demo phantom: list sample in "
                               "both or in neither (sample.datasets: [] drops the demo stage)")
+        check_pretrained_inits(self.finetune.pretrained, self.pretrain_mae.backbones, self.pretrain_sup.backbones,
+                               "finetune.pretrained")
         task_mb = quantity_mb(self.kubeflow.resources.memory_limit)
         if self.ingest.memory_limit_mb > task_mb:
             raise MedsegError(f"ingest.memory_limit_mb: {self.ingest.memory_limit_mb} MB exceeds the Kubeflow "
@@ -383,20 +278,34 @@ class Params(Section):
         return self
 
 
-UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
-         "Ti": 2**40}
+INIT_SOURCES = {"sslsam": "pretrain_mae", "supsam": "pretrain_sup"}
 
 
-def quantity_mb(quantity: str) -> int:
-    """A Kubernetes memory quantity (``8G``, ``7Gi``, ``512Mi``) in MB (2^20 bytes), rounded down."""
-    match = QUANTITY.match(quantity)
-    if not match:
-        raise MedsegError(f"not a Kubernetes quantity: {quantity!r}")
-    return int(float(match.group(1)) * UNITS[match.group(3) or ""] // 2**20)
+def check_pretrained_inits(pretrained: PretrainedParams, mae_backbones: list[str], sup_backbones: list[str],
+                           key: str) -> None:
+    """Every init of ``pretrained`` exists for every backbone of its strategies: MedSAM is ViT-B only, and
+    SSLSAM and SupSAM come from the pretraining steps' backbones."""
+    from medseg.models.strategy_ids import parse_strategy
+
+    made = {"medsam": ["vit_b"], "sslsam": mae_backbones, "supsam": sup_backbones}
+    for init in pretrained.inits:
+        for strategy in pretrained.strategies:
+            backbone = parse_strategy(strategy).backbone
+            if backbone not in made[init]:
+                source = f"{INIT_SOURCES[init]}.backbones" if init in INIT_SOURCES else "MedSAM's release (ViT-B only)"
+                raise MedsegError(f"{key}: no {init} weights for {strategy} ({backbone} is not in {source})")
 
 
 REMOVED = {("finetune", "num_classes"): "no longer a setting: each dataset brings its classes (its label map, in "
-                                      "ingest.json); to train fewer, list them in finetune.classes.<dataset>"}
+                                      "ingest.json); to train fewer, list them in finetune.classes.<dataset>",
+           ("finetune", "init"): "no longer a setting: runs from SAM's weights are the finetune stage; MedSAM, SSLSAM "
+                                 "and SupSAM runs are listed in finetune.pretrained.inits",
+           ("finetune", "encoder_checkpoint"): "no longer a setting: SSLSAM encoders come from pretrain_mae (list "
+                                               "sslsam in finetune.pretrained.inits)",
+           ("finetune", "fewshot", "enabled"): "no longer a setting: list fewshot in finetune.profiles (or "
+                                              "finetune.pretrained.profiles, baseline.profiles)",
+           ("baseline", "modes"): "no longer a setting: baselines run in automated mode on baseline.profiles "
+                                  "(full, fewshot)"}
 
 
 def _location(error: dict[str, Any]) -> str:

@@ -75,6 +75,12 @@ def test_models_report_lists_every_strategy_beside_table3(capsys: pytest.Capture
 @pytest.mark.parametrize(("args", "message"), [
     (["finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--data", "x", "--out", "y",
       "--mode", "scribble"], "unknown mode 'scribble'"),
+    (["finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--data", "x", "--out", "y",
+      "--mode", "automated_5shot"], "unknown mode 'automated_5shot'"),  # the 5-shot runs are --profile fewshot
+    (["finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--data", "x", "--out", "y",
+      "--profile", "5shot"], "unknown profile '5shot'; known: ['full', 'fewshot']"),
+    (["finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--out", "y"],
+     "--data is required (or --kfp-executor-input with a collected 'processed' input)"),
     (["export_sam", "--backbone", "vit_t", "--mode", "box", "--image-size", "big", "--out", "z.pt"],
      "--image-size must be a whole number"),
     (["export_sam", "--backbone", "vit_q", "--mode", "box", "--image-size", "64", "--out", "z.pt"],

@@ -21,9 +21,11 @@ STAGES: dict[str, Any] = DVC["stages"]
 
 
 TOOL_STAGES = ("datasets",)  # tool subcommands run as stages (no Kubeflow component yet)
+STAGE_STEPS = {"finetune_pretrained": "finetune", "evaluate_pretrained": "evaluate"}  # a step's second stage
 GIT_FOLDERS = ("registry",)  # configuration in git that stages read (custom registry entries)
 ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0],
-        "mode": PARAMS["finetune"]["modes"][0], "network": "unet", "backbone": "vit_t"}
+        "mode": PARAMS["finetune"]["modes"][0], "profile": PARAMS["finetune"]["profiles"][0],
+        "init": PARAMS["finetune"]["pretrained"]["inits"][0], "network": "unet", "backbone": "vit_t"}
 
 
 def _expand(text: str) -> str:
@@ -36,20 +38,45 @@ def _expand(text: str) -> str:
     return re.sub(r"\$\{([^}]+)\}", substitute, text)
 
 
+def _commands(name: str) -> list[list[str]]:
+    commands = STAGES[name]["cmd"] if isinstance(STAGES[name]["cmd"], list) else [STAGES[name]["cmd"]]
+    return [shlex.split(_expand(command)) for command in commands]
+
+
 def test_stages_steps_and_components_have_the_same_names() -> None:
+    """One stage per step (finetune and evaluate have a second one, for the pretrained inits), one component each."""
     step_names = [name for name, *_ in STEPS]
-    assert [name for name in STAGES if name not in TOOL_STAGES] == step_names
+    assert [name for name in STAGES if name not in TOOL_STAGES and name not in STAGE_STEPS] == step_names
+    assert set(STAGE_STEPS) <= set(STAGES) and set(STAGE_STEPS.values()) <= set(step_names)
     assert [name for name in STEP_COMPONENTS if name != "pull"] == step_names  # pull: `dvc pull` locally
 
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_cmd_is_its_medseg_subcommand_and_parses(name: str) -> None:
     """A stage runs its step; the baseline stage then scores the network with `medseg evaluate`."""
-    commands = STAGES[name]["cmd"] if isinstance(STAGES[name]["cmd"], list) else [STAGES[name]["cmd"]]
-    steps = [shlex.split(_expand(command)) for command in commands]
-    assert [argv[:2] for argv in steps] == [["medseg", name]] + [["medseg", "evaluate"]] * (len(steps) - 1)
+    steps = _commands(name)
+    step = STAGE_STEPS.get(name, name)
+    assert [argv[:2] for argv in steps] == [["medseg", step]] + [["medseg", "evaluate"]] * (len(steps) - 1)
     for argv in steps:
         build_parser().parse_args(argv[1:])  # exits (SystemExit) on unknown or missing arguments
+
+
+@pytest.mark.parametrize("name", ["finetune", "finetune_pretrained", "baseline", "evaluate", "evaluate_pretrained"])
+def test_run_folders_spell_the_runs_own_axes(name: str) -> None:
+    """A run's folder is <dataset>/<init>/<profile>/<mode>/<strategy> of the init, profile and mode it trains in
+    (what `medseg evaluate --runs-root` and the report read), and its evaluation sits at the same place under
+    results/runs."""
+    for argv in _commands(name):
+        args = build_parser().parse_args(argv[1:])
+        if args.command == "evaluate":
+            run = args.model.removeprefix("models/").removesuffix("/model.pt")
+            assert args.out == f"results/runs/{run}/eval" and run.startswith(f"{args.dataset}/")
+            assert run.endswith(f"/{args.strategy}") and len(run.split("/")) == 5
+        elif args.command == "baseline":
+            assert args.out == f"models/{args.dataset}/scratch/{args.profile}/automated/{args.network}"
+        else:
+            assert args.out == f"models/{args.dataset}/{args.init}/{args.profile}/{args.mode}/{args.strategy}"
+            assert (args.init_weights is None) == (args.init == "sam")
 
 
 @pytest.mark.parametrize("name", list(STAGES))

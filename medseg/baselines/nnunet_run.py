@@ -73,7 +73,7 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
     class_map = resolve_classes(labels, classes, dataset)  # unknown class names fail before anything runs
     nnunet.check_trainer(settings.trainer)
     device = resolve_device(config.device)
-    work = work_dir(work_root, dataset, config.run_mode, NAME)
+    work = work_dir(work_root, dataset, config.run_folder, NAME)
     record = _run_record(dataset, data_dir, config, settings)
     with (output_dir("baseline", out_dir, [data_dir, work_root]) as tmp,
           exclusive_lock(work, "this training work directory")):
@@ -133,7 +133,7 @@ def _metadata(dataset: str, config: TrainConfig, payload: dict[str, Any], classe
     dice = payload["logging"].get("mean_fg_dice") or [None]
     return {"dataset": dataset, "strategy": NAME, "mode": config.mode, "epoch": int(payload["current_epoch"]) - 1,
             "init": "scratch", "random_init": False, "val_dice": None if dice[-1] is None else float(dice[-1]),
-            "fewshot": config.fewshot, **classes.to_metadata(config.mode)}
+            "fewshot": config.fewshot, "profile": config.profile, **classes.to_metadata(config.mode)}
 
 
 def _export_model(work: Path, payload: dict[str, Any], path: Path, settings: NnunetSettings,
@@ -199,7 +199,8 @@ def _summary(dataset: str, config: TrainConfig, history: list[dict[str, float]],
     now = time.perf_counter()
     total = sum(p.numel() for p in model.parameters())
     return {
-        "dataset": dataset, "strategy": NAME, "mode": config.mode, "best_epoch": len(history) - 1,
+        "dataset": dataset, "strategy": NAME, "mode": config.mode, "init": "scratch", "profile": config.profile,
+        "best_epoch": len(history) - 1,
         "best_val_dice": history[-1]["val/dice"] if history else None, "epochs_run": len(history),
         "stopped_early": False, "params_total": total, "params_trainable": total, "embedding_cache": False,
         "random_init": False, "fewshot": config.fewshot, "device": device.type, "processes": 1,

@@ -79,3 +79,15 @@ def check_class_choices(choices: dict[str, list[str]], specs: Sequence[DatasetSp
         if unknown:
             raise MedsegError(f"finetune.classes.{alias}: {unknown} not among the dataset's classes {known}",
                               params_file)
+
+
+def check_pretraining_datasets(params: dict, params_file: str | Path) -> None:
+    """Each pretraining step that runs (backbones listed) reads only datasets that ``ingest.datasets`` ingests."""
+    ingested = set(params["ingest"]["datasets"])
+    for step in ("pretrain_mae", "pretrain_sup"):
+        settings = params.get(step) or {}
+        missing = [alias for alias in settings.get("datasets", []) if alias not in ingested]
+        if settings.get("backbones") and missing:
+            raise MedsegError(f"{step}.datasets: {', '.join(missing)} not in ingest.datasets (pretraining reads "
+                              f"ingested datasets: ingest them too, or set {step}.backbones: [] to skip it)",
+                              params_file)

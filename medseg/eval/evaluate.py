@@ -121,7 +121,9 @@ def _metrics(run: dict[str, Any], model: SamSegmenter, metadata: dict[str, Any],
     metrics = {
         "dataset": run["dataset"], "strategy": run["strategy"], "mode": model.mode, "selection": selections[0],
         "init": metadata.get("init", "sam"), "random_init": bool(metadata.get("random_init", False)),
-        "fewshot": bool(metadata.get("fewshot", False)), "synthetic_data": run["synthetic"], **headline,
+        "fewshot": bool(metadata.get("fewshot", False)),
+        "profile": metadata.get("profile") or ("fewshot" if metadata.get("fewshot") else "full"),
+        "synthetic_data": run["synthetic"], **headline,
         "best_epoch": training["best_epoch"], "epochs_run": training["epochs_run"],
     }
     details.update(split="test", empty_rule=settings.empty, nsd_tolerance_px=settings.nsd_tolerance,

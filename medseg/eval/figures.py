@@ -4,9 +4,10 @@
   paper's mean over the same datasets (Figure 4); datasets the study did not use have no paper bar
   unless the report compares them with its Average row (``--compare-average``).
 - ``init_differences.png``: Dice with another initialisation minus Dice from SAM's weights, per
-  dataset and strategy, ours beside the paper's (Figures 6-8); drawn when both were run.
+  dataset and strategy, ours beside the paper's (Figures 6-8); drawn when both were run (any backbone:
+  the paper's side has values for its ViT-B strategies on its datasets only).
 - ``fewshot_and_prompts.png``: 5-shot and point/box results beside the paper (Figures 9-10).
-- ``overlays_<dataset>_<mode>_<strategy>.png``: image, ground truth and prediction of a few test
+- ``overlays_<dataset>_<init>_<profile>_<mode>_<strategy>.png``: image, ground truth and prediction of a few test
   slices (volumes in the radiological view, prompts drawn), from each run's evaluation.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medseg.eval.reference import run_name
+from medseg.eval.reference import entries, run_name
 
 Figure = tuple[str, str]  # (path relative to the report, title)
 
@@ -103,6 +104,11 @@ def _differences(compared: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _heatmap(axis: Any, table: pd.DataFrame, title: str) -> None:
+    if table.empty:
+        axis.set_axis_off()
+        axis.text(0.5, 0.5, f"{title}:\nno values for these datasets and strategies", ha="center", va="center",
+                  fontsize=9, transform=axis.transAxes)
+        return
     grid = table.pivot(index="dataset", columns="model", values="difference")
     limit = max(1.0, float(np.nanmax(np.abs(grid.to_numpy()))) if grid.size else 1.0)
     image = axis.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
@@ -115,8 +121,17 @@ def _heatmap(axis: Any, table: pd.DataFrame, title: str) -> None:
     axis.figure.colorbar(image, ax=axis, fraction=0.04)
 
 
-def _init_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
-    ours = _differences(compared, "ours")
+def _ours(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Our runs' primary results keyed like the paper's cells (whether or not a study table holds them)."""
+    columns = ["dataset", "model", "init", "mode", "shots", "selection", "ours", "synthetic", "random_init"]
+    rows = [(e.dataset, e.model, e.init, e.mode, e.shots, e.selection, e.dice, e.synthetic, e.random_init)
+            for e in entries(runs) if e.selection in ("", "highest")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _init_figure(folder: Path, runs: list[dict[str, Any]], compared: pd.DataFrame) -> list[Figure]:
+    table = _ours(runs)
+    ours = _differences(table, "ours")
     if ours.empty:
         return []
     paper = _differences(compared.assign(paper=compared["paper"].where(~compared["paper_is_average"])), "paper")
@@ -126,6 +141,9 @@ def _init_figure(folder: Path, compared: pd.DataFrame) -> list[Figure]:
     for row, init in enumerate(inits):
         _heatmap(axes[row, 0], ours[ours["init"] == init], f"ours: {init} init minus SAM init (Dice %)")
         _heatmap(axes[row, 1], paper[paper["init"] == init], f"paper: {init} minus SAM")
+    flags = _flags(table[table["dataset"].isin(ours["dataset"]) & table["model"].isin(ours["model"])])
+    if flags:
+        figure.suptitle(f"Ours {flags.removeprefix('; ')}", fontsize=9, color="#a00000")
     figure.tight_layout()
     figure.savefig(folder / "init_differences.png", dpi=90)
     plt.close(figure)
@@ -145,7 +163,7 @@ def _overlays(folder: Path, runs: list[dict[str, Any]]) -> list[Figure]:
     for run in runs:
         source = run.get("_overlays")
         if source is not None and Path(source).is_file():
-            run_folder = run_name(run)  # <dataset>/<run mode>/<strategy>
+            run_folder = run_name(run)  # <dataset>/<init>/<profile>/<mode>/<strategy>
             name = f"overlays_{run_folder.replace('/', '_')}.png"
             shutil.copyfile(source, folder / name)
             figures.append((f"figures/{name}", f"{run_folder.replace('/', ' / ')}: test slices"))
@@ -155,5 +173,5 @@ def _overlays(folder: Path, runs: list[dict[str, Any]]) -> list[Figure]:
 def write_figures(folder: Path, runs: list[dict[str, Any]], compared: pd.DataFrame) -> list[Figure]:
     """Draw every figure the runs allow into ``folder``; returns (relative path, title) pairs."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [*_strategies_figure(folder, compared), *_init_figure(folder, compared),
+    return [*_strategies_figure(folder, compared), *_init_figure(folder, runs, compared),
             *_fewshot_prompt_figure(folder, compared), *_overlays(folder, runs)]

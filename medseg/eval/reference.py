@@ -37,7 +37,7 @@ class Entry:
     dice: float | None  # % (slice protocol, the study's)
     synthetic: bool
     random_init: bool
-    run: str  # <dataset>/<run mode>/<strategy>: the run's folder
+    run: str  # <dataset>/<init>/<profile>/<mode>/<strategy>: the run's folder
 
     @property
     def key(self) -> tuple[str, str, str, str, str]:
@@ -48,13 +48,24 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
+BASELINES = ("unet", "nnunet", "swinunet")
+
+
+def run_folder(run: dict[str, Any]) -> str:
+    """``<init>/<profile>/<mode>`` of a run (its summary or model metadata): ``scratch`` is a baseline's init,
+    ``fewshot`` the 5-shot profile."""
+    init = "scratch" if run["strategy"] in BASELINES else run.get("init") or "sam"
+    profile = run.get("profile") or ("fewshot" if run.get("fewshot") else "full")
+    return f"{init}/{profile}/{run.get('mode') or 'automated'}"
+
+
 def run_name(run: dict[str, Any]) -> str:
-    """``<dataset>/<run mode>/<strategy>``: the run's folder (``automated_5shot`` for a 5-shot run)."""
-    return f"{run['dataset']}/{run['mode']}{'_5shot' if run.get('fewshot') else ''}/{run['strategy']}"
+    """``<dataset>/<init>/<profile>/<mode>/<strategy>``: the run's folder under models/ and results/runs/."""
+    return f"{run['dataset']}/{run_folder(run)}/{run['strategy']}"
 
 
 def _entry(run: dict[str, Any], block: dict[str, Any], selection: str) -> Entry:
-    baseline = run["strategy"] in ("unet", "nnunet", "swinunet")
+    baseline = run["strategy"] in BASELINES
     return Entry(
         dataset=run["dataset"], model=run["strategy"], init="" if baseline else run.get("init", "sam"),
         mode=run["mode"], shots="5" if run.get("fewshot") else "all", selection=selection,

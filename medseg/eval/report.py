@@ -25,7 +25,7 @@ from medseg.names import check_name
 from medseg.outputs import output_dir
 
 REQUIRED = ("dataset", "strategy", "mode", "dice_mean", "num_slices", "num_patients")
-RUN_GLOB = "*/*/*/eval/metrics.json"
+RUN_GLOB = "*/*/*/*/*/eval/metrics.json"  # <dataset>/<init>/<profile>/<mode>/<strategy>/eval
 
 
 CARRIED_RUNS = "runs"  # with --carry-runs: the evaluations this report read, for a later report
@@ -42,8 +42,8 @@ def _read_object(path: Path, what: str) -> dict[str, Any]:
 
 
 def collect_runs(runs_dirs: str | Path | Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Metrics of every run under ``<runs_dir>/<dataset>/<mode>/<strategy>/eval/metrics.json``, over one
-    runs folder or several (a Kubeflow grid's collected evaluations); a run found twice is an error."""
+    """Metrics of every run under ``<runs_dir>/<dataset>/<init>/<profile>/<mode>/<strategy>/eval/metrics.json``,
+    over one runs folder or several (a Kubeflow grid's collected evaluations); a run found twice is an error."""
     roots = [Path(runs_dirs)] if isinstance(runs_dirs, str | Path) else [Path(p) for p in runs_dirs]
     runs: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
@@ -91,7 +91,7 @@ def _collect_root(runs_dir: Path) -> list[dict[str, Any]]:
 
 def _check_names(metrics: dict[str, Any], path: Path) -> None:
     """Names end up in tables, file names and HTML: each must be a plain identifier."""
-    for key in ("dataset", "strategy", "mode", "init"):
+    for key in ("dataset", "strategy", "mode", "init", "profile"):
         if key in metrics:
             try:
                 check_name(metrics[key], key)
@@ -143,12 +143,13 @@ def _epochs(run: dict[str, Any]) -> str:
 
 def class_table(runs: list[dict[str, Any]]) -> str:
     """Dice, 3-D Dice, IoU and HD95 of each foreground class, by class name, for the runs that recorded them."""
-    lines = ["| dataset | mode | model | class | Dice % | Dice % 3-D | IoU % | HD95 px | scored slices |",
-             "|---" * 9 + "|"]
+    lines = ["| dataset | mode | model | init | shots | class | Dice % | Dice % 3-D | IoU % | HD95 px | "
+             "scored slices |", "|---" * 11 + "|"]
     for run in runs:
         for block, label in _blocks(run):
             for name, entry in (block.get("per_class") or {}).items():
-                lines.append(f"| {run['dataset']} | {run['mode']}{label} | {run['strategy']} | {name} | "
+                lines.append(f"| {run['dataset']} | {run['mode']}{label} | {run['strategy']} | "
+                             f"{run.get('init', 'sam')} | {'5' if run.get('fewshot') else 'all'} | {name} | "
                              f"{_pct(entry.get('dice_mean'))} | {_pct(entry.get('dice_volume_mean'))} | "
                              f"{_pct(entry.get('iou_mean'))} | {_fmt(entry.get('hd95_mean'), 1)} | "
                              f"{entry.get('num_scored_slices', '–')} |")

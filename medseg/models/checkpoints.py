@@ -200,6 +200,23 @@ def _header(payload: Any, path: str | Path) -> dict[str, Any]:
     return header
 
 
+def exported_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of an exported checkpoint (its run: mode, init, profile...), read without building the model
+    (memory-mapped: a large checkpoint is not read whole)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedsegError("checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
+    metadata = _field(payload, "metadata", path, lambda v: isinstance(v, dict), "a dict", {})
+    return {**metadata, "mode": _field(payload, "mode", path, lambda v: v in MODES, f"one of {list(MODES)}",
+                                       "automated")}
+
+
 def load_exported(path: str | Path) -> tuple[SamSegmenter, dict[str, Any]]:
     """Rebuild a model (strategy modules included) from an exported checkpoint; returns it in eval
     mode with its metadata. Every field is checked before the model is built."""

@@ -24,8 +24,9 @@ def build_model(strategy_id: str, peft: PeftConfig, image_size: int, num_classes
     if checkpoint:
         load_sam_weights(model, checkpoint)
     else:
+        part = "everything but the image encoder starts" if encoder_checkpoint else f"{strategy.backbone} starts"
         warnings.warn(
-            f"NO SAM CHECKPOINT CONFIGURED: {strategy.backbone} starts from RANDOM weights; results say "
+            f"NO SAM CHECKPOINT CONFIGURED: {part} from RANDOM weights; results say "
             "nothing about SAM. Set finetune.checkpoint in params.yaml to a downloaded checkpoint.",
             stacklevel=2,
         )

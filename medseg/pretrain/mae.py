@@ -121,6 +121,6 @@ class MaskedAutoencoder(nn.Module):
         return (per_patch * hidden).sum() / hidden.sum().clamp(min=1.0), predicted
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights as ``finetune.encoder_checkpoint`` loads them (``image_encoder.`` keys)."""
+        """The encoder's weights as ``finetune --init sslsam`` loads them (``image_encoder.`` keys)."""
         return {f"image_encoder.{key}": value.detach().cpu().clone()
                 for key, value in self.image_encoder.state_dict().items()}

@@ -4,7 +4,7 @@ Learns from the train-split slices of the datasets in ``pretrain_mae.datasets`` 
 with masks fixed once, give the validation curve), starting from the backbone's SAM weights
 (``finetune.checkpoint``), with the MAE recipe in ``pretrain_mae`` (``medseg.pretrain.mae`` explains the
 masking). Every epoch commits a resumable state (``--resume`` continues exactly after a kill); the run
-writes ``encoder.pt`` (the encoder only: ``finetune.encoder_checkpoint`` loads it as init ``sslsam``),
+writes ``encoder.pt`` (the encoder only: ``finetune --init sslsam`` loads it over SAM's weights),
 ``train_summary.json``, DVCLive curves under ``training/`` and ``reconstructions.png``.
 """
 

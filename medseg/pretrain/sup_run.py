@@ -6,7 +6,7 @@ are prompted by a point or a box per item (``medseg.pretrain.supervised``); the 
 objects of their val slices picks the best epoch and stops the run after ``early_stopping_patience`` epochs
 without a gain. Learning rate, warm-up, weight decay, prompt simulation and the runtime come from
 ``finetune`` (the study's recipe). Writes ``weights.pt``, the best epoch's SAM weights (SAM's key layout:
-``finetune.checkpoint`` loads them for init ``supsam``), ``train_summary.json`` and DVCLive curves.
+``medseg finetune --init supsam`` starts from them), ``train_summary.json`` and DVCLive curves.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SupSettings:
     @classmethod
     def from_params(cls, params: dict[str, Any], backbone: str) -> SupSettings:
         section = params["pretrain_sup"]
-        base = TrainConfig.from_params(params, fewshot=False, mode="box", strategy=f"{backbone}_endec_vanilla")
+        base = TrainConfig.from_params(params, mode="box", strategy=f"{backbone}_endec_vanilla")
         config = dataclasses.replace(
             base, max_epochs=int(section["max_epochs"]), batch_size=int(section["batch_size"]),
             early_stopping_patience=int(section["early_stopping_patience"]), num_classes=2, embedding_cache=False,
@@ -122,7 +122,7 @@ def _run(settings: SupSettings, folders: list[Path], work: Path, out_dir: Path |
                             "lr": engine.scheduler.get_last_lr()[0]})
             log_curves(live, history[-1])
             _report(runtime, epoch, history[-1])
-            _commit(engine, stopping, history, generators, (work, fingerprint))
+            _commit(engine, stopping, history, generators, (work, fingerprint, settings.config.checkpoint is None))
     summary = _summary(settings, (len(train), len(val)), history, stopping, engine, started)
     if out_dir is not None:
         shutil.copy2(work / best_file(stopping.best_epoch), out_dir / "weights.pt")
@@ -141,9 +141,10 @@ def _report(runtime: Runtime, epoch: int, entry: dict[str, float]) -> None:
 
 
 def _commit(engine: Engine, stopping: EarlyStopping, history: list[dict[str, float]], generators: Generators,
-            place: tuple[Path, dict[str, str]]) -> None:
-    """An improved epoch's weights to their own file first, then the state (the epoch's one atomic commit)."""
-    work, fingerprint = place
+            place: tuple[Path, dict[str, str], bool]) -> None:
+    """An improved epoch's weights to their own file first, then the state (the epoch's one atomic commit);
+    ``place``: the work folder, the resume fingerprint and whether the run began from random init."""
+    work, fingerprint, random_init = place
     epoch = len(history) - 1
     improved = stopping.update(epoch, history[-1]["val/dice"])
     model = engine.model
@@ -151,7 +152,8 @@ def _commit(engine: Engine, stopping: EarlyStopping, history: list[dict[str, flo
         if improved:
             with atomic_file(work / best_file(epoch)) as tmp:
                 torch.save({"format": WEIGHTS_FORMAT, "backbone": model.backbone, "image_size": model.image_size,
-                            "metadata": {"init": "supsam", "epoch": epoch, "val_dice": history[-1]["val/dice"]},
+                            "metadata": {"init": "supsam", "epoch": epoch, "val_dice": history[-1]["val/dice"],
+                                         "random_init": random_init},
                             "model": model.state_dict()}, tmp)
         save_state(work / STATE_FILE, epoch, model, engine.optimizer, engine.scheduler, stopping, generators,
                    history, fingerprint)

@@ -21,20 +21,6 @@ from medseg.train.runtime import PRECISIONS
 AUGMENT_PRESETS = ("paper", "released_code")
 LR_SCHEDULES = ("constant", "poly")
 POLY_POWER = 0.9  # the released code's decay: lr x (1 - t/T)^0.9
-FEWSHOT_SUFFIX = "_5shot"  # a run mode such as automated_5shot: that mode on the 5-shot profile
-
-
-def split_run_mode(run_mode: str) -> tuple[str, bool]:
-    """``automated`` -> (automated, False); ``automated_5shot`` -> (automated, True): the prompt mode and
-    whether the run uses the 5-shot profile. The run mode names the run's folder (``<dataset>/<run mode>/...``),
-    so full-data and 5-shot runs of one model sit side by side."""
-    mode = run_mode.removesuffix(FEWSHOT_SUFFIX)
-    if mode not in MODES:
-        known = [*MODES, *(f"{m}{FEWSHOT_SUFFIX}" for m in MODES)]
-        raise MedsegError(f"unknown mode '{run_mode}'; known: {known}")
-    return mode, mode != run_mode
-
-
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentations (``medseg.train.augment``). ``paper``: histogram equalisation and colour
@@ -91,7 +77,8 @@ class TrainConfig:
     seed: int
     peft: PeftConfig
     mode: str = "automated"
-    init: str = "sam"
+    init: str = "sam"  # sam, medsam, sslsam, supsam (medseg.train.inits); scratch for a baseline network
+    init_from_random: bool = False  # the init's pretraining started from random init (recorded in its file)
     prompts: PromptSettings = field(default_factory=PromptSettings)
     device: str = "auto"
     precision: str = "fp32"
@@ -101,28 +88,32 @@ class TrainConfig:
     classes: dict[str, list[str]] = field(default_factory=dict)  # per dataset: foreground classes to keep
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], fewshot: bool | None = None, mode: str = "automated",
-                    strategy: str | None = None) -> TrainConfig:
-        """The run's settings; the few-shot profile (``finetune.fewshot``) overrides epochs, batch size
-        and early stopping when enabled (in params, by ``fewshot=True`` or by a ``_5shot`` mode such as
-        ``automated_5shot``). ``strategy`` picks its backbone's weights when ``finetune.checkpoint`` names one
-        file per backbone."""
-        mode, suffixed = split_run_mode(mode)
+    def from_params(cls, params: dict[str, Any], profile: str = "full", mode: str = "automated",
+                    strategy: str | None = None, init: str = "sam", init_weights: str | Path | None = None,
+                    checkpoint: str | None = None) -> TrainConfig:
+        """The run's settings on ``profile`` (``full``, or ``fewshot``: ``finetune.fewshot``'s epochs, batch
+        size and early stopping on the 5-shot selection) from ``init``'s weights (``medseg.train.inits``;
+        ``init_weights`` is the folder of a pretrained init). ``strategy`` picks its backbone's SAM weights when
+        ``finetune.checkpoint`` names one file per backbone; ``checkpoint`` replaces them (Kubeflow's pulled
+        copy)."""
+        from medseg.train.inits import check_init, resolve_init
+
+        check_init(init, profile)
         finetune = params["finetune"]
-        profile = finetune["fewshot"]
-        use_fewshot = True if suffixed else bool(profile["enabled"]) if fewshot is None else fewshot
-        epochs_source = profile if use_fewshot else finetune
+        fewshot = profile == "fewshot"
+        epochs_source = finetune["fewshot"] if fewshot else finetune
+        sam_weights = checkpoint or checkpoint_for(finetune.get("checkpoint"), strategy)
+        weights = resolve_init(init, init_weights, _backbone(strategy) if init != "sam" else "", sam_weights)
         return cls(
             max_epochs=int(epochs_source["max_epochs"]), batch_size=int(epochs_source["batch_size"]),
             early_stopping_patience=int(epochs_source["early_stopping_patience"]),
             lr=float(finetune["lr"]), weight_decay=float(finetune["weight_decay"]),
             warmup_iters=int(finetune["warmup_iters"]), num_classes=0,
-            checkpoint=checkpoint_for(finetune.get("checkpoint"), strategy),
-            encoder_checkpoint=finetune.get("encoder_checkpoint") or None,
-            embedding_cache=bool(finetune["embedding_cache"]), fewshot=use_fewshot,
+            checkpoint=weights.checkpoint, encoder_checkpoint=weights.encoder_checkpoint,
+            embedding_cache=bool(finetune["embedding_cache"]), fewshot=fewshot,
             augment=AugmentConfig.from_params(finetune["augment"]), num_threads=int(finetune.get("num_threads", 0)),
             seed=int(params["seed"]), peft=PeftConfig.from_params(params["models"]), mode=mode,
-            init=str(finetune.get("init", "sam")),
+            init=init, init_from_random=weights.from_random,
             prompts=PromptSettings(**finetune.get("prompts", {})), device=str(finetune.get("device", "auto")),
             precision=str(finetune.get("precision", "fp32")),
             fused_attention=bool(finetune.get("fused_attention", True)),
@@ -158,9 +149,14 @@ class TrainConfig:
             raise MedsegError(f"must be one of {list(PRECISIONS)}, got {self.precision!r}", "finetune.precision")
 
     @property
-    def run_mode(self) -> str:
-        """The folder name of the run's mode: ``automated``, or ``automated_5shot`` on the 5-shot profile."""
-        return self.mode + (FEWSHOT_SUFFIX if self.fewshot else "")
+    def profile(self) -> str:
+        """``full`` (all training slices) or ``fewshot`` (the 5-shot selection)."""
+        return "fewshot" if self.fewshot else "full"
+
+    @property
+    def run_folder(self) -> str:
+        """``<init>/<profile>/<mode>``: where the run sits under its dataset, beside runs of other axes."""
+        return f"{self.init}/{self.profile}/{self.mode}"
 
     def fingerprint(self, dataset: str, strategy: str, data_dir: str | Path) -> dict[str, str]:
         """What a saved state must match to resume (``medseg.train.fingerprint``): the settings with
@@ -183,6 +179,14 @@ def checkpoint_for(setting: str | dict[str, str | None] | None, strategy: str | 
 
     backbone = parse_strategy(strategy).backbone
     return setting.get(backbone) or None
+
+
+def _backbone(strategy: str | None) -> str:
+    if strategy is None:
+        raise MedsegError("a pretrained init needs the strategy (its backbone picks the weights)")
+    from medseg.models.strategy_ids import parse_strategy
+
+    return parse_strategy(strategy).backbone
 
 
 def _check_int(key: str, value: object, low: int, high: int | None) -> None:

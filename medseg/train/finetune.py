@@ -7,8 +7,8 @@ manifest's 5 + 5 few-shot slices. Point and box modes train on simulated prompts
 encoder frozen (``medseg.train.prompted``). Decoder-only strategies can train on cached image
 embeddings (``finetune.embedding_cache``): the cache is augmentation-free, so augmentations are off then.
 
-The run lives in a work directory (``finetune.work_dir``/<dataset>/<mode>/<strategy>), locked for the
-whole run (a second run on it fails at once), holding the state committed atomically every epoch
+The run lives in a work directory (``finetune.work_dir``/<dataset>/<init>/<profile>/<mode>/<strategy>),
+locked for the whole run (a second run on it fails at once), holding the state committed atomically every epoch
 (``medseg.train.state``); ``resume=True`` continues an interrupted run exactly, and refuses a state of
 other settings, data or initial weights. Data and labels are checked before anything is written. Only
 a finished run writes ``out_dir`` (model.pt, train_summary.json, training/ DVCLive logs), atomically.
@@ -58,9 +58,9 @@ class _Run:
     labels: dict[int, str]  # the dataset's whole label map
 
 
-def work_dir(work_root: str | Path, dataset: str, mode: str, strategy: str) -> Path:
-    """Where a run keeps its resumable state."""
-    return Path(work_root) / dataset / mode / strategy
+def work_dir(work_root: str | Path, dataset: str, run_folder: str, strategy: str) -> Path:
+    """Where a run keeps its resumable state: ``<work_root>/<dataset>/<init>/<profile>/<mode>/<strategy>``."""
+    return Path(work_root) / dataset / run_folder / strategy
 
 
 def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, out_dir: str | Path,
@@ -78,7 +78,7 @@ def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, ou
     if config.num_classes == 0:  # automated: one output per class; prompts: background + the prompted object
         config = replace(config, num_classes=classes.num_classes if config.mode == "automated" else 2)
     run = _Run(dataset, strategy, config,
-               work_dir(work_root, dataset, config.run_mode, strategy.name), classes, labels)
+               work_dir(work_root, dataset, config.run_folder, strategy.name), classes, labels)
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
           on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,
@@ -155,8 +155,9 @@ def _is_baseline(run: _Run) -> bool:
 
 
 def _random_init(run: _Run) -> bool:
-    """SAM without its weights (a baseline is always trained from scratch: not a random-init SAM)."""
-    return not _is_baseline(run) and run.config.checkpoint is None
+    """SAM without its weights, or from a pretrained init whose pretraining began from random init (a baseline
+    is always trained from scratch: not a random-init SAM)."""
+    return not _is_baseline(run) and (run.config.checkpoint is None or run.config.init_from_random)
 
 
 def _spec(run: _Run) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[di
             export_checkpoint(engine.model, run.work / best_file(epoch), _spec(run), {
                 "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "epoch": epoch,
                 "init": "scratch" if _is_baseline(run) else config.init, "random_init": _random_init(run),
-                "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot,
+                "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot, "profile": config.profile,
                 **run.classes.to_metadata(config.mode)})
         save_state(run.work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping,
                    generators, history, fingerprint)
@@ -226,7 +227,9 @@ def _summary(run: _Run, stopping: EarlyStopping, epochs_run: int, engine: Engine
     now = time.perf_counter()
     runtime, config = engine.runtime, run.config
     return {
-        "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "best_epoch": stopping.best_epoch,
+        "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode,
+        "init": "scratch" if _is_baseline(run) else config.init, "profile": config.profile,
+        "best_epoch": stopping.best_epoch,
         "best_val_dice": stopping.best_score, "epochs_run": epochs_run, "stopped_early": stopping.should_stop,
         "params_total": total, "params_trainable": trainable, "embedding_cache": engine.embedded,
         "random_init": _random_init(run), "device": runtime.device.type, "processes": runtime.world_size,

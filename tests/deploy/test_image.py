@@ -278,7 +278,8 @@ def test_build_context_includes(path: str) -> None:
     "params.yaml", ".dvc/config.local", ".dvc/cache/files/md5/ab/cd", ".dvc/tmp/lock", ".dvc-remote/x",
     ".venv/bin/python", ".git/HEAD", ".env", "requirements-dev.lock", "tests/deploy/test_image.py",
     "data/raw/sample/imagesTr/a.nii.gz", "data/processed/sample/images.npy", "checkpoints/sam_vit_b_01ec64.pth",
-    "models/sample/automated/x/model.pt", "results/report/report.md", "medseg/__pycache__/cli.cpython-311.pyc",
+    "models/sample/sam/full/automated/x/model.pt", "models/pretrain/medsam/vit_b/medsam_vit_b.pth",
+    "results/report/report.md", "medseg/__pycache__/cli.cpython-311.pyc",
     "medseg.egg-info/PKG-INFO", "pipelines/compiled/demo.yaml", ".medseg-work/x", "k8s/base/pvc.yaml",
     "docker/Dockerfile",
 ])

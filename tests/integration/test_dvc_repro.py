@@ -31,7 +31,12 @@ def test_repro_produces_the_report(project: Path) -> None:
     assert "| sample (synthetic) (random init) | automated | vit_t_dec_vanilla | sam | all |" in report
     assert "### Table 6" in report and "**" in report  # the demo's cell beside the paper's ViT-T values
     assert (project / "results/report/figures/strategies_vs_baselines.png").is_file()
-    assert (project / "models/sample/automated/vit_t_dec_vanilla/model.pt").is_file()
+    assert (project / "models/sample/sam/full/automated/vit_t_dec_vanilla/model.pt").is_file()
+    for init in ("sslsam", "supsam"):  # finetune.pretrained: from the demo's pretraining (models/pretrain/<init>)
+        assert (project / f"models/pretrain/{init}/vit_t").is_dir()
+        assert (project / f"models/sample/{init}/full/automated/vit_t_dec_vanilla/model.pt").is_file()
+        assert f"| sample (synthetic) (random init) | automated | vit_t_dec_vanilla | {init} | all |" in report
+    assert (project / "models/sample/scratch/full/automated/unet/model.pt").is_file()
 
 
 def test_second_repro_is_a_no_op(project: Path) -> None:
@@ -43,7 +48,7 @@ def test_second_repro_is_a_no_op(project: Path) -> None:
 def test_metrics_and_plots_show(project: Path) -> None:
     metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = next(iter(metrics.values()))["data"]
-    eval_metrics = files["results/runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json"]["data"]
+    eval_metrics = files["results/runs/sample/sam/full/automated/vit_t_dec_vanilla/eval/metrics.json"]["data"]
     assert 0.0 <= eval_metrics["dice_mean"] <= 1.0
     assert files["results/validation/sample/validation.json"]["data"]["passed"] is True
     _run(["dvc", "plots", "show", "-o", "plots_html"], project)
@@ -54,7 +59,7 @@ def test_metrics_and_plots_show(project: Path) -> None:
 def test_push_then_pull_restores_outputs(project: Path) -> None:
     _run(["dvc", "push"], project)
     assert any((project / ".dvc-remote").rglob("*"))
-    model = project / "models/sample/automated/vit_t_dec_vanilla/model.pt"
+    model = project / "models/sample/sam/full/automated/vit_t_dec_vanilla/model.pt"
     digest = model.read_bytes()
     shutil.rmtree(project / ".dvc/cache")
     model.unlink()
@@ -64,7 +69,7 @@ def test_push_then_pull_restores_outputs(project: Path) -> None:
 
 def test_repro_stops_at_validation_and_keeps_good_outputs(project: Path) -> None:
     """Runs last: a broken gate setting makes validation fail; nothing downstream runs or changes."""
-    model = project / "models/sample/automated/vit_t_dec_vanilla/model.pt"
+    model = project / "models/sample/sam/full/automated/vit_t_dec_vanilla/model.pt"
     before = model.read_bytes()
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["validate"]["min_slices_per_split"] = 10_000

@@ -57,26 +57,32 @@ def test_a_dataset_name_that_disagrees_with_its_data_fails_at_ingest(tmp_path: P
     assert not list((tmp_path / "run").rglob("model.pt"))
 
 
-@pytest.mark.slow  # the demo at its real settings: about 2-4 minutes on 2 cores
+@pytest.mark.slow  # the demo at its real settings, with its two pretrainings first: about 6-10 minutes on 2 cores
 def test_committed_demo_pipeline_gets_the_dice_of_dvc_repro(tmp_path: Path) -> None:
-    """pipelines/compiled/demo.yaml, run on the commit's pinned sample, scores what `dvc repro` scored."""
-    expected = {name: json.loads((REPO / f"results/runs/sample/automated/{name}/eval/metrics.json").read_text())
-                for name in ("vit_t_dec_vanilla", "unet")}
+    """pipelines/compiled/demo.yaml, run on the commit's pinned sample and pretraining outputs, scores what
+    `dvc repro` scored, and fine-tunes from the SSLSAM and SupSAM weights the commit pins."""
+    expected = {name: json.loads((REPO / f"results/runs/sample/{folder}/{name}/eval/metrics.json").read_text())
+                for folder, name in (("sam/full/automated", "vit_t_dec_vanilla"), ("scratch/full/automated", "unet"))}
     root = tmp_path / "p"
     project_copy(root, yaml.safe_load((REPO / "params.yaml").read_text()), skip=("results/", "models/"))
     run_tool(["dvc", "remote", "add", "-f", "-d", "local", str(tmp_path / "remote")], root)
     run_tool(["dvc", "repro", "-s", "sample@sample"], root)  # the pinned phantom, as dvc.lock records it
-    run_tool(["dvc", "push", "-q", "data/raw/sample"], root)
+    pretraining = ["pretrain_mae@vit_t", "pretrain_sup@vit_t"]  # the inits the demo grid fine-tunes from
+    run_tool(["dvc", "repro", *pretraining], root)  # pinned afresh in this copy's dvc.lock
+    run_tool(["dvc", "push", "-q", "data/raw/sample", *pretraining], root)
     shutil.rmtree(root / "data/raw/sample")
+    shutil.rmtree(root / "models/pretrain")
     run = _run(root, REPO / "pipelines/compiled/demo.yaml", {}, tmp_path / "run")
     assert [t.name.split("/")[-1] for t in run.tasks_of("baseline")] == ["baseline"]  # the demo's UNet
     report = pd.read_csv(run.tasks_of("report")[-1].outputs["report_dir"][0] / "report.csv")  # the final one
-    assert sorted(report["strategy"]) == ["unet", "vit_t_dec_vanilla"]
+    assert sorted(zip(report["init"], report["strategy"], strict=True)) == [
+        ("sam", "vit_t_dec_vanilla"), ("scratch", "unet"), ("sslsam", "vit_t_dec_vanilla"),
+        ("supsam", "vit_t_dec_vanilla")]
     for name, metrics in expected.items():
-        ours = report.loc[report["strategy"] == name, "dice_mean"].iloc[0]
-        assert ours == pytest.approx(metrics["dice_mean"], abs=1e-6), name
-    assert sorted(t.metadata["metrics"]["dice_mean"] for t in run.tasks_of("evaluate")) == pytest.approx(
-        sorted(metrics["dice_mean"] for metrics in expected.values()), abs=1e-6)
+        ours = report.loc[(report["strategy"] == name) & report["init"].isin(["sam", "scratch"]), "dice_mean"]
+        assert ours.iloc[0] == pytest.approx(metrics["dice_mean"], abs=1e-6), name
+    assert report.loc[report["init"].isin(["sslsam", "supsam"]), "random_init"].all()  # demo pretraining: random
+    assert len(run.tasks_of("evaluate")) == 4
     assert run.warnings == []  # nothing the cluster's driver or launcher would do differently
     assert run.task("ingest").metadata["processed"]["git_sha"] == "0" * 40
 

@@ -21,7 +21,9 @@ def _params() -> dict:
     params = tiny_params()
     params["sample"]["datasets"] = []
     params["ingest"].update(datasets=["us_breast", "mri_hippocampus"], overrides={}, image_size=64)
-    params["finetune"].update(modes=MODES, strategies=STRATEGIES, max_epochs=1, batch_size=4)
+    params["finetune"].update(modes=MODES, strategies=STRATEGIES, profiles=["full"], max_epochs=1, batch_size=4)
+    params["finetune"]["pretrained"]["inits"] = []  # from SAM's weights only: no pretraining on these datasets
+    params["pretrain_mae"]["backbones"] = params["pretrain_sup"]["backbones"] = []
     params["evaluate"].update(bootstrap_samples=50, overlay_slices=2)
     return params
 
@@ -44,7 +46,7 @@ def test_every_dataset_mode_and_strategy_is_trained_and_evaluated(project: Path)
     for dataset in ("us_breast", "mri_hippocampus"):
         for mode in MODES:
             for strategy in STRATEGIES:
-                metrics = json.loads((project / f"results/runs/{dataset}/{mode}/{strategy}/eval/metrics.json")
+                metrics = json.loads((project / f"results/runs/{dataset}/sam/full/{mode}/{strategy}/eval/metrics.json")
                                      .read_text())
                 assert metrics["dataset"] == dataset and metrics["mode"] == mode and metrics["num_slices"] > 0
 
@@ -54,10 +56,10 @@ def test_each_dataset_brings_its_classes(project: Path) -> None:
 
     for dataset, classes in (("us_breast", ["background", "lesion"]),
                              ("mri_hippocampus", ["background", "anterior hippocampus", "posterior hippocampus"])):
-        automated = torch.load(project / f"models/{dataset}/automated/vit_t_dec_vanilla/model.pt",
+        automated = torch.load(project / f"models/{dataset}/sam/full/automated/vit_t_dec_vanilla/model.pt",
                                weights_only=True, map_location="cpu", mmap=True)
         assert automated["num_classes"] == len(classes) and automated["metadata"]["classes"] == classes
-        box = torch.load(project / f"models/{dataset}/box/vit_t_endec_lora/model.pt", weights_only=True,
+        box = torch.load(project / f"models/{dataset}/sam/full/box/vit_t_endec_lora/model.pt", weights_only=True,
                          map_location="cpu", mmap=True)
         assert box["num_classes"] == 2 and box["metadata"]["dataset_classes"]["names"] == classes
 

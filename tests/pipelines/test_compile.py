@@ -37,7 +37,9 @@ def _compile(tmp: Path, name: str, params: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     grid = {"datasets": ["us_breast", "mri_hippocampus"], "strategies": ["vit_t_dec_vanilla", "vit_b_endec_lora"],
-            "modes": ["automated", "box"], "baselines": ["unet", "nnunet"], "parallelism": 3}
+            "modes": ["automated", "box"], "profiles": ["full"], "baselines": ["unet", "nnunet"], "parallelism": 3,
+            "pretrained": {"inits": ["medsam", "sslsam"], "strategies": ["vit_b_dec_lora"],
+                           "profiles": ["full", "fewshot"]}}
     return _compile(tmp_path_factory.mktemp("kfp"), "study", _params(**grid))
 
 
@@ -57,12 +59,12 @@ def _base(name: str) -> str:
 def test_every_task_runs_its_medseg_step_in_the_commits_image(demo: dict[str, Any]) -> None:
     for name, container in _executors(demo).items():
         assert container["image"] == f"ghcr.io/medseg/medseg:{TAG}"
-        step = _base(name)
+        step = _base(name).removesuffix("-pretrained")  # finetune-pretrained: the finetune step from another init
         command = container["command"]
         assert command[:2] == ["medseg", step] or command[-2:] == ["medseg.cli", step]
         assert not any("Concat" in arg or "IfPresent" in arg for arg in container["args"])  # the backend skips them
-    assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "baseline", "evaluate",
-                                                    "report"}
+    assert {_base(n) for n in _executors(demo)} == {"pull", "ingest", "validate", "finetune", "finetune-pretrained",
+                                                    "baseline", "evaluate", "report"}
 
 
 def test_params_are_run_parameters_and_task_inputs(demo: dict[str, Any]) -> None:
@@ -89,6 +91,7 @@ def test_study_grid_is_nested_parallel_for_with_limits_and_one_report(study: dic
     inner = next(task for task in inner_dag.values() if "parameterIterator" in task)
     cells = yaml.safe_load(inner["parameterIterator"]["items"]["raw"])
     assert len(cells) == 4 and {c["mode"] for c in cells} == {"automated", "box"}
+    assert {c["profile"] for c in cells} == {"full"} and "init" not in cells[0]  # SAM's weights
     assert {c["strategy"]: c["memory_limit"] for c in cells} == {"vit_t_dec_vanilla": "24G", "vit_b_endec_lora": "48G"}
     final = next(task for name, task in root.items() if name.startswith("report"))
     assert final["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == outer["taskInfo"]["name"]
@@ -96,14 +99,15 @@ def test_study_grid_is_nested_parallel_for_with_limits_and_one_report(study: dic
 
 
 def test_baselines_loop_beside_the_cells_on_one_gpu_and_reach_the_datasets_report(study: dict[str, Any]) -> None:
-    """Each baseline trains in the grid's automated modes in its own nested loop (a dsl.If on a loop item
-    would not reach Kubeflow's driver), is scored by the same evaluate, and the dataset's report collects both."""
+    """Each baseline trains on the grid's profiles in its own nested loop (a dsl.If on a loop item would not
+    reach Kubeflow's driver), is scored by the same evaluate, and the dataset's report collects every loop."""
     outer = next(task for task in study["root"]["dag"]["tasks"].values() if "parameterIterator" in task)
     dataset_dag = study["components"][outer["componentRef"]["name"]]["dag"]["tasks"]
     loops = [task for task in dataset_dag.values() if "parameterIterator" in task]
     items = [yaml.safe_load(loop["parameterIterator"]["items"]["raw"]) for loop in loops]
     baselines = next(cells for cells in items if cells[0]["strategy"] in ("unet", "nnunet"))
-    assert [(c["strategy"], c["mode"]) for c in baselines] == [("unet", "automated"), ("nnunet", "automated")]
+    assert [(c["strategy"], c["mode"], c["profile"]) for c in baselines] == [("unet", "automated", "full"),
+                                                                             ("nnunet", "automated", "full")]
     assert {c["processes"] for c in baselines} == {"1"} and baselines[0]["memory_limit"] == "48G"
     baseline_dag = next(study["components"][loop["componentRef"]["name"]]["dag"]["tasks"] for loop, cells
                         in zip(loops, items, strict=True) if cells is baselines)
@@ -111,21 +115,52 @@ def test_baselines_loop_beside_the_cells_on_one_gpu_and_reach_the_datasets_repor
     report = next(task for name, task in dataset_dag.items() if name.startswith("report"))
     producers = {name: value["taskOutputArtifact"]["producerTask"]
                  for name, value in report["inputs"]["artifacts"].items()}
-    assert set(producers) == {"runs", "more_runs"} and len(set(producers.values())) == 2
+    assert set(producers) == {"runs", "more_runs", "pretrained_runs"} and len(set(producers.values())) == 3
     resources = _executors(study)["baseline"]["resources"]
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     args = _executors(study)["baseline"]["args"]
-    assert args[args.index("--mode") + 1] == "{{$.inputs.parameters['mode']}}"
+    assert args[args.index("--profile") + 1] == "{{$.inputs.parameters['profile']}}"
 
 
-def test_five_shot_mode_runs_baselines_in_it_and_no_gpu_resources_is_refused(tmp_path: Path) -> None:
-    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla"], modes=["box", "automated_5shot"],
-                     baselines=["swinunet"])
+def test_pretrained_cells_pull_their_inits_weights_as_pinned_and_pass_them_to_finetune(study: dict[str, Any]) -> None:
+    """A third loop per dataset: each cell pulls models/pretrain/<init>/<backbone>/<file> (dvc.lock pins the
+    pretraining outputs; MedSAM's release is added with DVC) and SAM's weights for the backbone."""
+    outer = next(task for task in study["root"]["dag"]["tasks"].values() if "parameterIterator" in task)
+    dataset_dag = study["components"][outer["componentRef"]["name"]]["dag"]["tasks"]
+    loops = [task for task in dataset_dag.values() if "parameterIterator" in task]
+    cells = next(items for loop in loops if "init" in (items := yaml.safe_load(loop["parameterIterator"]["items"]
+                                                                                       ["raw"]))[0])
+    assert [(c["init"], c["profile"], c["init_folder"], c["init_name"]) for c in cells] == [
+        ("medsam", "full", "models/pretrain/medsam/vit_b", "medsam_vit_b.pth"),
+        ("medsam", "fewshot", "models/pretrain/medsam/vit_b", "medsam_vit_b.pth"),
+        ("sslsam", "full", "models/pretrain/sslsam/vit_b", "encoder.pt"),
+        ("sslsam", "fewshot", "models/pretrain/sslsam/vit_b", "encoder.pt")]
+    assert {c["checkpoint_name"] for c in cells} == {"sam_vit_b_01ec64.pth"} and cells[0]["memory_limit"] == "48G"
+    args = _executors(study)["finetune-pretrained-with-weights"]["args"]
+    assert args[args.index("--init") + 1] == "{{$.inputs.parameters['init']}}"
+    assert args[args.index("--init-weights") + 1] == "{{$.inputs.artifacts['init_weights'].path}}"
+    assert args[args.index("--checkpoint") + 1] == "{{$.inputs.artifacts['checkpoint'].path}}"
+
+
+def test_a_pretrained_init_without_weights_for_a_backbone_is_refused(tmp_path: Path) -> None:
+    from pipelines.grid import make_plan
+
+    for init, problem in (("sslsam", r"vit_h is not in pretrain_mae\.backbones"), ("medsam", r"ViT-B only")):
+        params = _params(datasets=["us_breast"], pretrained={"inits": [init], "strategies": ["vit_h_dec_vanilla"]})
+        with pytest.raises(MedsegError, match=rf"finetune\.pretrained: no {init} weights for vit_h_dec_vanilla.*"
+                                              rf"{problem}"):
+            make_plan(params, "study", TAG, REPO / "params.yaml")
+
+
+def test_fewshot_profile_runs_baselines_on_it_and_no_gpu_resources_is_refused(tmp_path: Path) -> None:
+    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla"], modes=["box", "automated"],
+                     profiles=["fewshot"], baselines=["swinunet"])
     from pipelines.grid import make_plan
 
     plan = make_plan(params, "study", TAG, REPO / "params.yaml")
-    assert [(c["strategy"], c["mode"]) for c in plan.baseline_cells] == [("swinunet", "automated_5shot")]
-    assert [c["mode"] for c in plan.cells] == ["box", "automated_5shot"]
+    assert [(c["strategy"], c["mode"], c["profile"]) for c in plan.baseline_cells] == [
+        ("swinunet", "automated", "fewshot")]
+    assert [(c["mode"], c["profile"]) for c in plan.cells] == [("box", "fewshot"), ("automated", "fewshot")]
     del params["kubeflow"]["gpu"]["baseline"]
     with pytest.raises(MedsegError, match=r"kubeflow\.gpu\.baseline"):
         make_plan(params, "study", TAG, REPO / "params.yaml")
@@ -193,7 +228,8 @@ def test_study_pulls_each_backbones_weights_when_named(tmp_path: Path) -> None:
 
 
 def test_mixed_checkpoints_are_refused(tmp_path: Path) -> None:
-    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla", "vit_b_dec_vanilla"], profile="half")
+    params = _params(datasets=["us_breast"], strategies=["vit_t_dec_vanilla", "vit_b_dec_vanilla"], profile="half",
+                     pretrained={"inits": []})
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles/half.yaml").write_text("finetune:\n  checkpoint: {vit_t: checkpoints/mobile_sam.pt}\n")
     with pytest.raises(MedsegError, match="some backbones"):
@@ -237,9 +273,13 @@ def test_committed_pipelines_are_current(tmp_path: Path, name: str) -> None:
 
 
 def test_no_two_cells_of_the_study_grid_write_the_same_run_folder() -> None:
-    """Each cell's evaluation lands in <dataset>/<mode>/<strategy>: unique over SAM cells and baselines."""
+    """Each cell's evaluation lands in <dataset>/<init>/<profile>/<mode>/<strategy> (the folder the model's
+    metadata names): unique over SAM cells, baselines and cells from pretrained inits."""
+    from medseg.eval.reference import run_name
     from pipelines.grid import make_plan
 
     plan = make_plan(yaml.safe_load((REPO / "params.yaml").read_text()), "study", TAG, REPO / "params.yaml")
-    folders = [(cell["mode"], cell["strategy"]) for cell in [*plan.cells, *plan.baseline_cells]]
-    assert len(folders) == 18 * 4 + 3 * 2 and len(set(folders)) == len(folders)
+    folders = [run_name({"dataset": "d", **cell}) for cell in [*plan.cells, *plan.baseline_cells,
+                                                               *plan.pretrained_cells]]
+    assert len(folders) == 18 * 3 * 2 + 3 * 2 + 3 * 6 * 2 and len(set(folders)) == len(folders)
+    assert {folder.split("/")[1] for folder in folders} == {"sam", "scratch", "medsam", "sslsam", "supsam"}

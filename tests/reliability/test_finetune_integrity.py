@@ -37,7 +37,7 @@ def _config(**overrides: Any) -> TrainConfig:
 
 
 def _work(work_root: Path) -> Path:
-    return work_root / "sample" / "automated" / STRATEGY
+    return work_root / "sample" / "sam" / "full" / "automated" / STRATEGY
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -247,7 +247,7 @@ def test_zero_batch_size_or_epochs_are_refused_at_once(params_dict: dict[str, An
             TrainConfig.from_params(params)
         params["finetune"]["fewshot"][key] = value
         with pytest.raises(MedsegError, match=rf"^finetune\.fewshot\.{key}: must be >= 1, got {value}$"):
-            TrainConfig.from_params(params, fewshot=True)
+            TrainConfig.from_params(params, profile="fewshot")
     with pytest.raises(MedsegError, match=r"^finetune\.batch_size: must be >= 1, got 0$"):
         _config(batch_size=0)
 

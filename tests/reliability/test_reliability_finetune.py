@@ -50,4 +50,4 @@ def test_disk_full_at_publish_keeps_the_run_resumable(run_step, ingested_sample:
     monkeypatch.undo()
     assert _finetune(run_step, ingested_sample, tmp_path / "model", params, "--resume").code == 0
     assert (tmp_path / "model" / "model.pt").is_file()
-    assert not (tmp_path / "work/sample/automated/vit_t_dec_vanilla").exists()
+    assert not (tmp_path / "work/sample/sam/full/automated/vit_t_dec_vanilla").exists()

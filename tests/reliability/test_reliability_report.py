@@ -14,7 +14,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 
 def _metrics(runs: Path, dataset: str, strategy: str = "vit_t_dec_vanilla") -> Path:
-    path = runs / "sample" / "automated" / "vit_t_dec_vanilla" / "eval" / "metrics.json"
+    path = runs / "sample" / "sam" / "full" / "automated" / "vit_t_dec_vanilla" / "eval" / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"dataset": dataset, "strategy": strategy, "mode": "automated", "dice_mean": 0.5,
                                 "num_slices": 3, "num_patients": 1}))
@@ -39,9 +39,13 @@ def test_report_html_escapes_raw_html(tmp_path: Path) -> None:
     ("finetune", "--dataset", "../victim", "--strategy", "vit_t_dec_vanilla"),
     ("finetune", "--dataset", "sample", "--strategy", "../../vit_t_dec_vanilla"),
     ("finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--mode", "../box"),
+    ("finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--profile", "../full"),
+    ("finetune", "--dataset", "sample", "--strategy", "vit_t_dec_vanilla", "--init", "../sam"),
+    ("baseline", "--dataset", "sample", "--network", "unet", "--profile", "../fewshot"),
     ("evaluate", "--dataset", "a/b", "--strategy", "vit_t_dec_vanilla", "--model", "model.pt"),
     ("ingest", "--dataset", "..", "--raw", "raw"),
-], ids=["finetune dataset", "finetune strategy", "finetune mode", "evaluate dataset", "ingest dataset"])
+], ids=["finetune dataset", "finetune strategy", "finetune mode", "finetune profile", "finetune init",
+        "baseline profile", "evaluate dataset", "ingest dataset"])
 def test_names_that_would_become_paths_are_refused(argv: tuple[str, ...], run_step, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

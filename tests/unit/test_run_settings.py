@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -91,34 +92,96 @@ def test_metadata_is_written_for_the_launcher_to_merge(tmp_path: Path) -> None:
         kfp_io.write_metadata(executor_input, {"nope": {}})
 
 
+def _evaluated_run(runs: Path, run: str, dice: float) -> Path:
+    """An evaluation in evaluate's layout (``<dataset>/<init>/<profile>/<mode>/<strategy>/eval``)."""
+    from PIL import Image
+
+    dataset, init, profile, mode, strategy = run.split("/")
+    folder = runs / run / "eval"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "dataset": dataset, "strategy": strategy, "mode": mode, "init": init, "profile": profile,
+        "fewshot": profile == "fewshot", "selection": "argmax", "dice_mean": dice, "num_slices": 8,
+        "num_patients": 2}))
+    Image.new("RGB", (8, 8), (int(dice * 255), 0, 0)).save(folder / "overlays.png")
+    return folder
+
+
 def test_a_report_carrying_its_runs_feeds_a_later_report(tmp_path: Path) -> None:
     """Kubeflow's two-level report: one per dataset (carrying its runs), then one over those."""
     from medseg.eval.report import write_report
 
-    runs = REPO / "results/runs"
-    if not (runs / "sample/automated/vit_t_dec_vanilla/eval/overlays.png").is_file():
-        pytest.skip("demo outputs not checked out")
+    runs = tmp_path / "runs"
+    names = ["sample/sam/full/automated/vit_t_dec_vanilla", "sample/sslsam/fewshot/automated/vit_t_dec_vanilla",
+             "sample/scratch/full/automated/unet"]
+    for n, name in enumerate(names):
+        _evaluated_run(runs, name, 0.3 + 0.1 * n)
     first = write_report([runs], tmp_path / "per_dataset", carry_runs=True).parent
-    assert (first / "runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json").is_file()
+    for name in names:
+        carried = first / "runs" / name / "eval"
+        assert (carried / "metrics.json").is_file() and (carried / "overlays.png").is_file()
     final = write_report([first], tmp_path / "final").parent
     assert (final / "report.csv").read_text() == (first / "report.csv").read_text()
+    assert len(pd.read_csv(final / "report.csv")) == len(names)
     with pytest.raises(MedsegError, match="appears twice"):
         write_report([first, runs], tmp_path / "twice")
 
 
 def test_evaluation_folder_from_runs_root_and_model_folder(tmp_path: Path) -> None:
+    """--runs-root places the evaluation by what the model records: <dataset>/<init>/<profile>/<mode>/<strategy>."""
     import argparse
 
-    from medseg.cli import _evaluation_dir, _model_file
+    import torch
 
-    args = argparse.Namespace(out=None, runs_root=str(tmp_path), mode="box", dataset="us_breast",
-                              strategy="vit_t_dec_vanilla")
-    assert _evaluation_dir(args) == str(tmp_path / "us_breast/box/vit_t_dec_vanilla/eval")
+    from medseg.cli import _evaluation_dir, _model_file
+    from medseg.models.checkpoints import export_checkpoint
+    from medseg.models.factory import model_spec
+    from medseg.models.segmenter import SamSegmenter
+    from medseg.models.strategies import PeftConfig
+
+    torch.manual_seed(0)
+    spec = model_spec("vit_t_dec_vanilla", PeftConfig())
+    export_checkpoint(SamSegmenter("vit_t", 64, 2, "box"), tmp_path / "model.pt", spec,
+                      {"mode": "box", "init": "supsam", "profile": "fewshot", "fewshot": True})
+    args = argparse.Namespace(out=None, runs_root=str(tmp_path / "runs"), model=str(tmp_path / "model.pt"),
+                              dataset="us_breast", strategy="vit_t_dec_vanilla")
+    assert _evaluation_dir(args) == str(tmp_path / "runs/us_breast/supsam/fewshot/box/vit_t_dec_vanilla/eval")
+    export_checkpoint(SamSegmenter("vit_t", 64, 2), tmp_path / "old.pt", spec,
+                      {"fewshot": True})  # a model written before init and profile were recorded
+    old = argparse.Namespace(**{**vars(args), "model": str(tmp_path / "old.pt")})
+    assert _evaluation_dir(old) == str(tmp_path / "runs/us_breast/sam/fewshot/automated/vit_t_dec_vanilla/eval")
+    export_checkpoint(SamSegmenter("vit_t", 64, 2), tmp_path / "crafted.pt", spec,
+                      {"init": "../../elsewhere"})  # names from a model file become folders: plain ones only
+    with pytest.raises(MedsegError, match=r"crafted\.pt: the model's init '\.\./\.\./elsewhere' is not a valid name"):
+        _evaluation_dir(argparse.Namespace(**{**vars(args), "model": str(tmp_path / "crafted.pt")}))
     with pytest.raises(MedsegError, match="not both"):
         _evaluation_dir(argparse.Namespace(**{**vars(args), "out": "x"}))
-    with pytest.raises(MedsegError, match="needs --mode"):
-        _evaluation_dir(argparse.Namespace(**{**vars(args), "mode": None}))
+    with pytest.raises(MedsegError, match="give --out or --runs-root"):
+        _evaluation_dir(argparse.Namespace(**{**vars(args), "runs_root": None}))
+    with pytest.raises(MedsegError, match="checkpoint not found"):
+        _evaluation_dir(argparse.Namespace(**{**vars(args), "model": str(tmp_path / "absent.pt")}))
     assert _model_file(str(tmp_path)) == str(tmp_path / "model.pt")
+
+
+def test_on_kubeflow_the_dataset_comes_from_the_collected_processed_input(ingested_sample: Path,
+                                                                         tmp_path: Path) -> None:
+    """finetune and evaluate without --data: the collected 'processed' artifact whose alias is --dataset."""
+    import argparse
+
+    from medseg.cli import _dataset_dir
+
+    executor_input = _executor_input(tmp_path, {}, {"processed": [str(ingested_sample)]})
+    args = argparse.Namespace(data=None, data_root=None, dataset="sample", executor_input=executor_input)
+    with _dataset_dir(args) as data:
+        assert data.resolve() == ingested_sample.resolve() and (data / "ingest.json").is_file()
+    assert args.data == str(ingested_sample.resolve())  # provenance records the artifact itself
+    other = argparse.Namespace(**{**vars(args), "data": None, "dataset": "mri_heart"})
+    with pytest.raises(MedsegError, match=r"dataset mri_heart is not among the collected 'processed' datasets "
+                                          r"\(sample\)"), _dataset_dir(other):
+        pass
+    given = argparse.Namespace(**{**vars(args), "data": str(tmp_path / "elsewhere")})
+    with _dataset_dir(given) as data:  # --data, when given, wins
+        assert data == tmp_path / "elsewhere"
 
 
 def test_many_inputs_are_summarised_in_the_brief_form() -> None:

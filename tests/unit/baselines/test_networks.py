@@ -44,25 +44,27 @@ def trained(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     params["finetune"]["fewshot"].update(max_epochs=2, batch_size=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(root / "params.yaml"), "--dataset", "sample", "--data", str(ingested_sample)]
-    for mode in ("automated", "automated_5shot"):
-        model = root / f"models/{mode}/unet"
-        assert main(["baseline", "--network", "unet", "--mode", mode, "--out", str(model), *common]) == 0
+    for profile in ("full", "fewshot"):
+        model = root / f"models/sample/scratch/{profile}/automated/unet"
+        assert main(["baseline", "--network", "unet", "--profile", profile, "--out", str(model), *common]) == 0
         assert main(["evaluate", "--strategy", "unet", "--model", str(model),
-                     "--runs-root", str(root / "runs"), "--mode", mode, *common]) == 0
+                     "--runs-root", str(root / "runs"), *common]) == 0
     return root
 
 
 def test_trained_baseline_is_exported_in_the_one_model_format(trained: Path) -> None:
-    model, metadata = load_exported(trained / "models/automated/unet/model.pt")
+    model, metadata = load_exported(trained / "models/sample/scratch/full/automated/unet/model.pt")
     assert isinstance(model, BaselineSegmenter) and model.backbone == "unet"
     assert metadata["strategy"] == "unet" and metadata["random_init"] is False and metadata["init"] == "scratch"
-    summary = json.loads((trained / "models/automated/unet/train_summary.json").read_text())
+    assert metadata["profile"] == "full" and metadata["mode"] == "automated"
+    summary = json.loads((trained / "models/sample/scratch/full/automated/unet/train_summary.json").read_text())
     assert summary["strategy"] == "unet" and summary["embedding_cache"] is False
+    assert (summary["init"], summary["profile"]) == ("scratch", "full")
 
 
 def test_unet_beats_an_all_background_prediction_on_the_sample(trained: Path) -> None:
     """All background scores 0 on every slice with an object; the UNet finds the lesion."""
-    metrics = json.loads((trained / "runs/sample/automated/unet/eval/metrics.json").read_text())
+    metrics = json.loads((trained / "runs/sample/scratch/full/automated/unet/eval/metrics.json").read_text())
     assert metrics["strategy"] == "unet" and metrics["dice_mean"] > 0.1
 
 
@@ -78,16 +80,40 @@ def test_report_sets_the_baseline_beside_the_papers_baselines(trained: Path) -> 
     assert "avg 14.88" in row  # the 5-shot run beside the paper's 5-shot UNet
 
 
-def test_the_5shot_mode_trains_on_the_fewshot_selection_in_its_own_folder(trained: Path) -> None:
-    full = json.loads((trained / "runs/sample/automated/unet/eval/metrics.json").read_text())
-    few = json.loads((trained / "runs/sample/automated_5shot/unet/eval/metrics.json").read_text())
+def test_the_fewshot_profile_trains_on_the_fewshot_selection_in_its_own_folder(trained: Path) -> None:
+    """--runs-root placed each evaluation by the model's own metadata: scratch/<profile>/automated."""
+    full = json.loads((trained / "runs/sample/scratch/full/automated/unet/eval/metrics.json").read_text())
+    few = json.loads((trained / "runs/sample/scratch/fewshot/automated/unet/eval/metrics.json").read_text())
     assert (full["fewshot"], few["fewshot"]) == (False, True) and few["mode"] == "automated"
-    assert few["epochs_run"] == 2 and full["epochs_run"] == 6  # finetune.fewshot's profile
-    _, metadata = load_exported(trained / "models/automated_5shot/unet/model.pt")
-    assert metadata["fewshot"] is True
+    assert (full["profile"], few["profile"]) == ("full", "fewshot")
+    assert few["epochs_run"] == 2 and full["epochs_run"] == 6  # finetune.fewshot's settings
+    _, metadata = load_exported(trained / "models/sample/scratch/fewshot/automated/unet/model.pt")
+    assert metadata["fewshot"] is True and metadata["profile"] == "fewshot"
 
 
-def test_prompt_modes_are_refused_for_baselines(ingested_sample: Path, tmp_path: Path) -> None:
-    args = ["baseline", "--network", "unet", "--mode", "box", "--dataset", "sample", "--data", str(ingested_sample),
+def test_prompt_modes_and_unknown_profiles_are_refused_for_baselines(ingested_sample: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Baselines segment without prompts: they have no --mode, and --profile takes full or fewshot only."""
+    args = ["baseline", "--network", "unet", "--dataset", "sample", "--data", str(ingested_sample),
             "--out", str(tmp_path / "out")]
-    assert main(args) == 2 and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--mode", "box"])
+    assert exited.value.code == 2 and "--mode" in capsys.readouterr().err
+    assert main([*args, "--profile", "automated_5shot"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "unknown profile 'automated_5shot'" in error and "fewshot" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_baseline_reads_no_sam_checkpoint(ingested_sample: Path, tmp_path: Path) -> None:
+    """finetune.checkpoint naming one SAM file per backbone (the study profile's) is no concern of a network
+    trained from scratch: neither read nor asked to pick a backbone."""
+    params = tiny_params()
+    params["finetune"].update(max_epochs=1, work_dir=str(tmp_path / "work"),
+                              checkpoint={"vit_h": None, "vit_b": str(tmp_path / "sam_vit_b.pth"), "vit_t": None})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["baseline", "--network", "unet", "--dataset", "sample", "--data", str(ingested_sample), "--out",
+                 str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml")]) == 0
+    _, metadata = load_exported(tmp_path / "out/model.pt")
+    assert (metadata["init"], metadata["profile"], metadata["random_init"]) == ("scratch", "full", False)
+

@@ -18,6 +18,7 @@ from medseg.cli import main
 from medseg.errors import MedsegError
 from medseg.models.checkpoints import load_exported
 
+RUN = "sample/scratch/full/automated/nnunet"  # <dataset>/<init>/<profile>/<mode>/<network>
 NNUNET_TINY = {"trainer": nnunet.TINY_TRAINER, "processes": 0, "mirroring": False, "verify_dataset": False}
 
 
@@ -36,50 +37,52 @@ def trained(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     (about 80 s on 2 CPU cores)."""
     root = tmp_path_factory.mktemp("nnunet_step")
     common = ["--params", str(_params(root)), "--dataset", "sample", "--data", str(ingested_sample)]
-    out = root / "models/sample/automated/nnunet"
+    out = root / f"models/{RUN}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDSEG_NNUNET_STOP_AFTER", "1")
         assert main(["baseline", "--network", "nnunet", "--out", str(out), *common]) == 2
     assert not out.exists()  # no partial output
-    fold = root / "work/sample/automated/nnunet/nnUNet_results"
+    fold = root / f"work/{RUN}/nnUNet_results"
     assert list(fold.glob("*/*/fold_0/checkpoint_latest.pth"))  # what --resume continues from
     assert main(["baseline", "--network", "nnunet", "--out", str(out), "--resume", *common]) == 0
     assert main(["evaluate", "--strategy", "nnunet", "--model", str(out),
-                 "--out", str(root / "runs/sample/automated/nnunet/eval"), *common]) == 0
+                 "--out", str(root / f"runs/{RUN}/eval"), *common]) == 0
     return root
 
 
 def test_the_stopped_run_continued_from_its_checkpoint(trained: Path) -> None:
-    logs = sorted((trained / "models/sample/automated/nnunet/nnunet").glob("training_log_*.txt"))
+    logs = sorted((trained / f"models/{RUN}/nnunet").glob("training_log_*.txt"))
     assert len(logs) == 2 and "Epoch 1" in logs[1].read_text() and "Epoch 0" not in logs[1].read_text()
-    assert not (trained / "work/sample/automated/nnunet").exists()  # removed once the outputs were in place
+    assert not (trained / f"work/{RUN}").exists()  # removed once the outputs were in place
 
 
 def test_nnunet_trained_on_our_train_val_split(trained: Path, ingested_sample: Path) -> None:
     manifest = pd.read_parquet(ingested_sample / "manifest.parquet")
     ids = dict(zip(manifest["row"], nnunet.case_ids(manifest), strict=True))
-    splits = json.loads((trained / "models/sample/automated/nnunet/nnunet/splits_final.json").read_text())
+    splits = json.loads((trained / f"models/{RUN}/nnunet/splits_final.json").read_text())
     for role in ("train", "val"):
         assert splits[0][role] == [ids[row] for row in manifest.loc[manifest["split"] == role, "row"]]
-    plans = json.loads((trained / "models/sample/automated/nnunet/nnunet/plans.json").read_text())
+    plans = json.loads((trained / f"models/{RUN}/nnunet/plans.json").read_text())
     assert "2d" in plans["configurations"]
 
 
 def test_model_is_one_weights_only_file_with_nnunets_plans(trained: Path) -> None:
-    model, metadata = load_exported(trained / "models/sample/automated/nnunet/model.pt")
+    model, metadata = load_exported(trained / f"models/{RUN}/model.pt")
     assert isinstance(model, NnunetSegmenter) and model.num_classes == 2 and model.baseline.trainer == NNUNET_TINY[
         "trainer"]
     assert metadata["strategy"] == "nnunet" and metadata["init"] == "scratch" and metadata["epoch"] == 1
-    summary = json.loads((trained / "models/sample/automated/nnunet/train_summary.json").read_text())
+    assert metadata["profile"] == "full" and metadata["fewshot"] is False
+    summary = json.loads((trained / f"models/{RUN}/train_summary.json").read_text())
+    assert (summary["init"], summary["profile"], summary["mode"]) == ("scratch", "full", "automated")
     assert summary["epochs_run"] == 2 and summary["best_epoch"] == 1 and summary["trainer"] == NNUNET_TINY["trainer"]
-    curve = (trained / "models/sample/automated/nnunet/training/plots/metrics/val/dice.tsv").read_text().splitlines()
+    curve = (trained / f"models/{RUN}/training/plots/metrics/val/dice.tsv").read_text().splitlines()
     assert curve[0].split("\t") == ["step", "dice"] and len(curve) == 3  # two epochs
 
 
 def test_nnunet_beats_an_all_background_prediction_and_lands_in_table_7(trained: Path) -> None:
     from medseg.eval.report import write_report
 
-    metrics = json.loads((trained / "runs/sample/automated/nnunet/eval/metrics.json").read_text())
+    metrics = json.loads((trained / f"runs/{RUN}/eval/metrics.json").read_text())
     assert metrics["strategy"] == "nnunet" and metrics["dice_mean"] > 0.0 and metrics["best_epoch"] == 1
     table = write_report(trained / "runs", trained / "report", compare_average=True).read_text()
     seventh = table.split("### Table 7")[1].split("###")[0]
@@ -90,7 +93,7 @@ def test_nnunet_beats_an_all_background_prediction_and_lands_in_table_7(trained:
 def test_resume_with_changed_settings_is_refused(ingested_sample: Path, tmp_path: Path) -> None:
     from medseg.baselines.nnunet_run import RUN_RECORD
 
-    work = tmp_path / "work/sample/automated/nnunet"
+    work = tmp_path / f"work/{RUN}"
     work.mkdir(parents=True)
     (work / RUN_RECORD).write_text(json.dumps({"settings": "other", "data": "other"}))
     common = ["--params", str(_params(tmp_path)), "--dataset", "sample", "--data", str(ingested_sample)]
@@ -99,7 +102,7 @@ def test_resume_with_changed_settings_is_refused(ingested_sample: Path, tmp_path
 
 
 def test_a_crafted_plan_cannot_import_other_code(trained: Path, tmp_path: Path) -> None:
-    payload = torch.load(trained / "models/sample/automated/nnunet/model.pt", weights_only=True)
+    payload = torch.load(trained / f"models/{RUN}/model.pt", weights_only=True)
     configuration = payload["spec"]["settings"]["plans"]["configurations"]["2d"]
     configuration["architecture"]["network_class_name"] = "os.system"
     torch.save(payload, tmp_path / "model.pt")

@@ -54,6 +54,8 @@ def _params(tmp_path: Path, datasets: list[str], extra: list[str] | None = None)
     params["ingest"]["datasets"] = datasets
     params["sample"]["datasets"] = ["sample"] if "sample" in datasets else []
     params["ingest"]["extra_registries"] = extra or []
+    for step in ("pretrain_mae", "pretrain_sup"):  # pretraining reads ingested datasets only
+        params[step]["datasets"] = datasets
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -75,6 +77,23 @@ def test_unknown_alias_is_one_line_naming_it_and_the_known_ones(
     assert f"{params}: ingest.datasets: 'busi' is not registered; known: " in err
     assert "us_breast" in err and "Custom dataset entry" in err
     assert not (tmp_path / "datasets").exists()
+
+
+def test_pretraining_on_datasets_not_ingested_is_refused_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params_file = _params(tmp_path, ["sample"])
+    params = yaml.safe_load(params_file.read_text())
+    params["pretrain_sup"]["datasets"] = ["sample", "mri_knee"]
+    params_file.write_text(yaml.safe_dump(params))
+    code, out, err = _check_params(params_file, tmp_path / "raw", tmp_path / "datasets", capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "pretrain_sup.datasets: mri_knee not in ingest.datasets" in err and "pretrain_sup.backbones: []" in err
+    assert not (tmp_path / "datasets").exists()
+    params["pretrain_sup"]["backbones"], params["finetune"]["pretrained"]["inits"] = [], ["sslsam"]  # not run: fine
+    params_file.write_text(yaml.safe_dump(params))
+    code, _, _ = _check_params(params_file, tmp_path / "raw", None, capsys)
+    assert code == 0
+    assert {"pretrain_mae.datasets", "pretrain_sup.backbones"} <= set(STAGES["datasets"]["params"])
 
 
 def test_missing_raw_folder_says_where_to_get_it_and_how_to_add_it(

@@ -20,6 +20,7 @@ from medseg.models.segmenter import SamSegmenter
 
 SPEC = model_spec("vit_t_dec_vanilla", peft_config())
 SETTINGS = ScoreSettings(num_classes=2, bootstrap_samples=200)
+RUN = "sample/sam/full/automated/vit_t_dec_vanilla"  # <dataset>/<init>/<profile>/<mode>/<strategy>
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,12 @@ def runs(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     export_checkpoint(SamSegmenter("vit_t", 64, 2), root / "model.pt", SPEC, {"mode": "automated", "epoch": 1})
     (root / "train_summary.json").write_text(json.dumps({"best_epoch": 1, "epochs_run": 3, "stopped_early": False}))
     evaluate("sample", "vit_t_dec_vanilla", ingested_sample, root / "model.pt",
-             root / "runs/sample/automated/vit_t_dec_vanilla/eval", SETTINGS, batch_size=4)
+             root / f"runs/{RUN}/eval", SETTINGS, batch_size=4)
     return root / "runs"
 
 
 def test_evaluate_scores_every_test_slice(runs: Path, ingested_sample: Path) -> None:
-    eval_dir = runs / "sample/automated/vit_t_dec_vanilla/eval"
+    eval_dir = runs / f"{RUN}/eval"
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     manifest = pd.read_parquet(ingested_sample / "manifest.parquet")
     per_slice = pd.read_parquet(eval_dir / "per_slice.parquet")
@@ -49,7 +50,7 @@ def test_evaluate_scores_every_test_slice(runs: Path, ingested_sample: Path) -> 
 
 
 def test_evaluate_scores_each_test_volume_in_3d(runs: Path, ingested_sample: Path) -> None:
-    eval_dir = runs / "sample/automated/vit_t_dec_vanilla/eval"
+    eval_dir = runs / f"{RUN}/eval"
     per_volume = pd.read_parquet(eval_dir / "per_volume.parquet")
     per_slice = pd.read_parquet(eval_dir / "per_slice.parquet")
     metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -60,12 +61,13 @@ def test_evaluate_scores_each_test_volume_in_3d(runs: Path, ingested_sample: Pat
 
 
 def test_metrics_json_holds_the_headline_and_the_details_file_the_rest(runs: Path) -> None:
-    eval_dir = runs / "sample/automated/vit_t_dec_vanilla/eval"
+    eval_dir = runs / f"{RUN}/eval"
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     details = json.loads((eval_dir / "metrics_details.json").read_text())
     assert not set(metrics) & set(details) and len(metrics) <= 20  # one short row in `dvc metrics show`
     assert all(not isinstance(v, dict | list) for v in metrics.values())
     assert (metrics["epochs_run"], metrics["best_epoch"]) == (3, 1)  # train_summary.json beside model.pt
+    assert (metrics["init"], metrics["profile"]) == ("sam", "full")  # a model recording neither: SAM, all slices
     assert details["dice_ci_note"] == "one test patient: no interval" and details["class_names"] == {"1": "lesion"}
     lesion = details["per_class"]["lesion"]
     per_slice = pd.read_parquet(eval_dir / "per_slice.parquet")
@@ -84,7 +86,7 @@ def test_a_train_summary_of_another_model_is_not_used(ingested_sample: Path, tmp
 def test_overlays_are_drawn(runs: Path) -> None:
     from PIL import Image
 
-    with Image.open(runs / "sample/automated/vit_t_dec_vanilla/eval/overlays.png") as image:
+    with Image.open(runs / f"{RUN}/eval/overlays.png") as image:
         assert image.format == "PNG" and image.width > 300 and len(image.getcolors(2**24)) > 50
 
 
@@ -97,11 +99,11 @@ def test_evaluate_refuses_a_model_of_another_input_size(ingested_sample: Path, t
 
 def test_report_tables_every_run(runs: Path, tmp_path: Path) -> None:
     table = write_report(runs, tmp_path / "report").read_text()
-    metrics = json.loads((runs / "sample/automated/vit_t_dec_vanilla/eval/metrics.json").read_text())
+    metrics = json.loads((runs / f"{RUN}/eval/metrics.json").read_text())
     row = (f"| sample (synthetic) | automated | vit_t_dec_vanilla | sam | all | {100 * metrics['dice_mean']:.2f} "
            "(one test patient: no interval) |")
     assert row in table and table.split(row)[1].split("\n")[0].endswith("| 3 (best 1) |")
-    assert "## Dice per class" in table and "| sample | automated | vit_t_dec_vanilla | lesion |" in table
+    assert "## Dice per class" in table and "| sample | automated | vit_t_dec_vanilla | sam | all | lesion |" in table
     assert "avg" not in table  # the sample is not a study dataset: no comparison with the paper's Average
     assert "not patient data" in table and "### Table 6" in table  # ViT-T automated from SAM's weights
     assert len(pd.read_csv(tmp_path / "report/report.csv")) == 1

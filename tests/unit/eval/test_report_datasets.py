@@ -9,7 +9,7 @@ from medseg.eval.report import write_report
 
 
 def _run(runs: Path, dataset: str, dice: float) -> None:
-    path = runs / dataset / "automated" / "vit_t_dec_vanilla" / "eval" / "metrics.json"
+    path = runs / dataset / "sam" / "full" / "automated" / "vit_t_dec_vanilla" / "eval" / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"dataset": dataset, "strategy": "vit_t_dec_vanilla", "mode": "automated",
                                 "dice_mean": dice, "num_slices": 4, "num_patients": 2}))

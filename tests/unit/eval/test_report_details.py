@@ -16,7 +16,7 @@ from medseg.eval.report import write_report
 
 
 def _run(root: Path, dataset: str, strategy: str, metrics: dict[str, Any], details: dict[str, Any] | None) -> Path:
-    folder = root / dataset / "automated" / strategy / "eval"
+    folder = root / dataset / "sam" / "full" / "automated" / strategy / "eval"  # <init>/<profile>/<mode>
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "dataset": dataset, "strategy": strategy, "mode": "automated", "selection": "argmax", "init": "sam",
@@ -42,8 +42,8 @@ def runs(tmp_path: Path) -> Path:
 
 def test_per_class_dice_epochs_and_blank_intervals_are_reported(runs: Path, tmp_path: Path) -> None:
     text = write_report(runs, tmp_path / "report").read_text()
-    assert "| mri_hippocampus | automated | vit_b_dec_lora | anterior | 70.00 | 72.00 | 55.00 | 3.0 | 12 |" in text
-    assert "| mri_hippocampus | automated | vit_b_dec_lora | posterior | 50.00 | – | 35.00 | 5.0 | 10 |" in text
+    assert "| mri_hippocampus | automated | vit_b_dec_lora | sam | all | anterior | 70.00 | 72.00 | 55.00 | 3.0 | 12 |" in text
+    assert "| mri_hippocampus | automated | vit_b_dec_lora | sam | all | posterior | 50.00 | – | 35.00 | 5.0 | 10 |" in text
     assert "| 60.00 (one test patient: no interval) |" in text and "| 12 / 1 | 14 (best 6) |" in text
     assert "| 60.00 (50.00–70.00) |" in text and "| 12 / 3 | – |" in text  # no epochs recorded: a dash
     html = (tmp_path / "report/report.html").read_text()
@@ -75,6 +75,6 @@ def test_a_zero_shot_run_is_marked_not_fine_tuned(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_details_file_is_named(runs: Path, tmp_path: Path) -> None:
-    (runs / "sample/automated/vit_t_dec_vanilla/eval/metrics_details.json").write_text("[]")
+    (runs / "sample/sam/full/automated/vit_t_dec_vanilla/eval/metrics_details.json").write_text("[]")
     with pytest.raises(MedsegError, match=r"metrics_details\.json: corrupt metrics details file"):
         write_report(runs, tmp_path / "report")

@@ -13,15 +13,17 @@ from medseg.errors import MedsegError
 from medseg.eval.report import write_report
 
 
-def _run(root: Path, dataset: str, mode: str, strategy: str, dice: float, folder_name: str = "",
-         **extra: Any) -> None:
-    folder = root / dataset / mode / (folder_name or strategy) / "eval"
-    folder.mkdir(parents=True)
+def _run(root: Path, dataset: str, mode: str, strategy: str, dice: float, **extra: Any) -> Path:
+    """An evaluated run in evaluate's layout, ``<dataset>/<init>/<profile>/<mode>/<strategy>/eval``."""
     metrics = {"dataset": dataset, "strategy": strategy, "mode": mode, "selection": "argmax", "init": "sam",
                "fewshot": False, "dice_mean": dice, "dice_ci_low": dice - 0.05, "dice_ci_high": dice + 0.05,
                "dice_volume_mean": dice + 0.01, "iou_mean": dice - 0.1, "hd95_mean": 4.0, "nsd_mean": dice,
                "num_slices": 40, "num_patients": 5, **extra}
+    metrics.setdefault("profile", "fewshot" if metrics["fewshot"] else "full")
+    folder = root / dataset / metrics["init"] / metrics["profile"] / mode / strategy / "eval"
+    folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder / "metrics.json"
 
 
 @pytest.fixture()
@@ -30,7 +32,7 @@ def report(tmp_path: Path) -> Path:
     _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.80)
     _run(runs, "mri_prostate", "automated", "vit_b_dec_adapter", 0.70)
     _run(runs, "mri_prostate", "automated", "vit_b_endec_lora_medsam", 0.85)  # not a study column
-    _run(runs, "mri_heart", "automated", "nnunet", 0.88)
+    _run(runs, "mri_heart", "automated", "nnunet", 0.88, init="scratch")
     _run(runs, "mri_prostate", "box", "vit_b_zeroshot", 0.60, selection="highest",
          oracle={"dice_mean": 0.70, "num_slices": 40, "num_patients": 5})
     _run(runs, "mri_heart", "point", "vit_b_dec_lora", 0.75)
@@ -51,7 +53,10 @@ def test_cells_sit_in_the_study_tables_with_paper_values_and_differences(report:
     assert set(box["selection"]) == {"highest", "oracle"} and set(box["table"]) == {17}
     fewshot = compared[compared["shots"].astype(str) == "5"]
     assert list(fewshot["table"]) == [11] and float(fewshot["paper"].iloc[0]) == pytest.approx(72.34)
-    assert "Runs without a counterpart in the study's tables: mri_prostate/automated/vit_b_endec_lora_medsam" in text
+    assert ("Runs without a counterpart in the study's tables: mri_prostate/sam/full/automated/"
+            "vit_b_endec_lora_medsam") in text
+    assert set(compared.loc[compared["model"] == "nnunet", "run"]) == {"mri_heart/scratch/full/automated/nnunet"}
+    assert set(fewshot["run"]) == {"mri_heart/sam/fewshot/automated/vit_b_endec_vanilla"}
 
 
 def test_figures_render_and_the_html_page_inlines_them(report: Path) -> None:
@@ -69,11 +74,29 @@ def test_figures_render_and_the_html_page_inlines_them(report: Path) -> None:
 def test_other_initialisations_are_drawn_as_differences(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.80)
-    _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.86, folder_name="from_medsam", init="medsam")
+    path = _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", 0.86, init="medsam")
+    assert path == runs / "mri_prostate/medsam/full/automated/vit_b_endec_lora/eval/metrics.json"  # beside sam/
     write_report(runs, tmp_path / "report")
     text = (tmp_path / "report/report.md").read_text()
     assert "### Table 9" in text and "**86.00** / 89.02 (-3.02)" in text
     assert (tmp_path / "report/figures/init_differences.png").is_file()
+
+
+def test_init_differences_are_drawn_for_runs_outside_the_study_tables(tmp_path: Path) -> None:
+    """The demo's ViT-T runs from SSLSAM and SupSAM have no cell in Tables 8-10 (ViT-B there), yet their
+    difference to the SAM-init run is ours to draw; the paper's side says it has no values."""
+    runs = tmp_path / "runs"
+    _run(runs, "sample", "automated", "vit_t_dec_vanilla", 0.50)
+    _run(runs, "sample", "automated", "vit_t_dec_vanilla", 0.56, init="sslsam")
+    _run(runs, "sample", "automated", "vit_t_dec_vanilla", 0.47, init="supsam")
+    write_report(runs, tmp_path / "report")
+    text = (tmp_path / "report/report.md").read_text()
+    assert "init_differences.png" in text and "sample/sslsam/full/automated/vit_t_dec_vanilla" in text
+    from medseg.eval.figures import _differences, _ours
+    from medseg.eval.report import collect_runs
+
+    differences = _differences(_ours(collect_runs(runs)), "ours").set_index("init")["difference"]
+    assert differences.to_dict() == pytest.approx({"sslsam": 6.0, "supsam": -3.0})
 
 
 def test_report_without_runs_says_so(tmp_path: Path) -> None:
@@ -84,7 +107,7 @@ def test_report_without_runs_says_so(tmp_path: Path) -> None:
 
 
 def test_report_names_a_corrupt_metrics_file(tmp_path: Path) -> None:
-    bad = tmp_path / "runs/sample/automated/x/eval/metrics.json"
+    bad = tmp_path / "runs/sample/sam/full/automated/x/eval/metrics.json"
     bad.parent.mkdir(parents=True)
     bad.write_text("[1, 2]")
     with pytest.raises(MedsegError, match=r"x/eval/metrics\.json: corrupt metrics file \(not a JSON object\)"):
@@ -92,25 +115,25 @@ def test_report_names_a_corrupt_metrics_file(tmp_path: Path) -> None:
 
 
 def test_report_names_a_metrics_file_with_a_non_numeric_dice(tmp_path: Path) -> None:
-    _run(tmp_path / "runs", "sample", "automated", "vit_t_dec_vanilla", 0.5)
-    path = tmp_path / "runs/sample/automated/vit_t_dec_vanilla/eval/metrics.json"
+    path = _run(tmp_path / "runs", "sample", "automated", "vit_t_dec_vanilla", 0.5)
     path.write_text(path.read_text().replace('"dice_mean": 0.5', '"dice_mean": "high"'))
     with pytest.raises(MedsegError, match=r"vit_t_dec_vanilla/eval/metrics\.json: dice_mean is not a number"):
         write_report(tmp_path / "runs", tmp_path / "report")
 
 
 def test_pretrained_inits_sit_in_tables_8_to_10_and_5_shot_runs_in_11_and_12(tmp_path: Path) -> None:
-    """SupSAM, MedSAM and SSLSAM runs fill the study's Tables 8, 9 and 10; 5-shot runs (their own folder) fill
-    Table 11 (SAM strategies) and 12 (baselines), each beside its full-data run."""
+    """SupSAM, MedSAM and SSLSAM runs (their own init folders) fill the study's Tables 8, 9 and 10; 5-shot runs
+    (the fewshot profile's folders) fill Table 11 (SAM strategies) and 12 (baselines), each beside its full-data
+    run."""
     runs = tmp_path / "runs"
     for init, dice in (("supsam", 0.61), ("medsam", 0.62), ("sslsam", 0.63)):
-        _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", dice, folder_name=f"lora_{init}", init=init)
+        _run(runs, "mri_prostate", "automated", "vit_b_endec_lora", dice, init=init)
     _run(runs, "mri_prostate", "automated", "vit_b_dec_vanilla", 0.50)
-    for strategy, dice in (("vit_b_dec_vanilla", 0.40), ("unet", 0.20)):  # a 5-shot run: mode automated, own folder
-        _run(runs, "mri_prostate", "automated_5shot", strategy, dice, fewshot=True, init="scratch" if strategy == "unet"
-             else "sam")
-        path = runs / f"mri_prostate/automated_5shot/{strategy}/eval/metrics.json"
-        path.write_text(json.dumps({**json.loads(path.read_text()), "mode": "automated"}))
+    for strategy, dice in (("vit_b_dec_vanilla", 0.40), ("unet", 0.20)):  # 5-shot: mode automated, profile fewshot
+        _run(runs, "mri_prostate", "automated", strategy, dice, fewshot=True,
+             init="scratch" if strategy == "unet" else "sam")
+    assert sorted(str(p.relative_to(runs).parent.parent) for p in runs.glob("*/*/fewshot/*/*/eval/metrics.json")) == [
+        "mri_prostate/sam/fewshot/automated/vit_b_dec_vanilla", "mri_prostate/scratch/fewshot/automated/unet"]
     write_report(runs, tmp_path / "report")
     compared = pd.read_csv(tmp_path / "report/comparison.csv", keep_default_na=False)
     tables = {(row.model, row.init, str(row.shots)): int(row.table) for row in compared.itertuples()}

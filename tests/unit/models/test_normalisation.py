@@ -16,6 +16,7 @@ from medseg.errors import MedsegError
 from medseg.models.backbones import PIXEL_MEAN, normalisation_for
 from medseg.models.checkpoints import export_checkpoint, load_exported
 from medseg.models.factory import build_model, model_spec
+from medseg.models.segmenter import SamSegmenter
 from medseg.models.strategies import PeftConfig
 from medseg.train.embedding_cache import encoder_fingerprint
 
@@ -50,15 +51,26 @@ def test_the_exported_model_records_and_restores_it(tmp_path: Path) -> None:
 
 
 def test_training_from_init_medsam_trains_and_exports_with_it(ingested_sample: Path, tmp_path: Path) -> None:
+    """``--init medsam --init-weights <folder>`` starts from <folder>/<backbone>/medsam_<backbone>.pth (a stand-in
+    for MedSAM's release: plain SAM weights) and normalises as MedSAM; evaluate places the run by its init."""
+    torch.manual_seed(1)
+    release = SamSegmenter("vit_t", 64, 2).state_dict()
+    (tmp_path / "medsam/vit_t").mkdir(parents=True)
+    torch.save(release, tmp_path / "medsam/vit_t/medsam_vit_t.pth")
     params = tiny_params()
-    params["finetune"].update(max_epochs=1, init="medsam", work_dir=str(tmp_path / "work"))
+    params["finetune"].update(max_epochs=1, work_dir=str(tmp_path / "work"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(tmp_path / "params.yaml"), "--dataset", "sample", "--data", str(ingested_sample)]
-    assert main(["finetune", "--strategy", "vit_t_dec_vanilla", "--out", str(tmp_path / "run"), *common]) == 0
+    assert main(["finetune", "--strategy", "vit_t_dec_vanilla", "--out", str(tmp_path / "run"), "--init", "medsam",
+                 "--init-weights", str(tmp_path / "medsam"), *common]) == 0
     model, metadata = load_exported(tmp_path / "run/model.pt")
     assert metadata["init"] == "medsam" and model.normalisation == "medsam"
+    assert metadata["random_init"] is False and metadata["profile"] == "full"
+    for key, value in model.image_encoder.state_dict().items():  # decoder-only: the encoder is MedSAM's
+        assert torch.equal(value, release[f"image_encoder.{key}"]), key
     assert main(["evaluate", "--strategy", "vit_t_dec_vanilla", "--model", str(tmp_path / "run"),
-                 "--out", str(tmp_path / "eval"), *common]) == 0
+                 "--runs-root", str(tmp_path / "runs"), *common]) == 0
+    assert (tmp_path / "runs/sample/medsam/full/automated/vit_t_dec_vanilla/eval/metrics.json").is_file()
 
 
 def test_zero_shot_medsam_is_exported_with_its_normalisation(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from medseg.cli import main
 from medseg.models.factory import build_model
 from medseg.models.strategies import PeftConfig
 from medseg.pretrain.mae import MaskedAutoencoder, patchify, random_masks, unpatchify
+from medseg.train.config import TrainConfig
 
 DECODER = {"dim": 32, "depth": 1, "heads": 4}
 
@@ -94,6 +95,7 @@ def pretrained(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) 
 def test_the_run_writes_the_encoder_curves_and_reconstructions(pretrained: Path) -> None:
     payload = torch.load(pretrained / "sslsam/encoder.pt", weights_only=True)
     assert payload["format"] == "medseg.encoder/1" and payload["metadata"]["init"] == "sslsam"
+    assert payload["backbone"] == "vit_t" and payload["metadata"]["random_init"] is True  # what finetune reads
     assert not any(key.startswith(("decoder", "mask_token")) for key in payload["state_dict"])
     summary = json.loads((pretrained / "sslsam/train_summary.json").read_text())
     assert summary["epochs_run"] == 2 and summary["random_init"] is True and summary["datasets"] == ["sample"]
@@ -106,13 +108,18 @@ def test_the_run_writes_the_encoder_curves_and_reconstructions(pretrained: Path)
 
 
 def test_the_exported_encoder_is_what_finetune_starts_from(pretrained: Path) -> None:
+    """``--init sslsam --init-weights <this run's folder>``: SAM's weights, then this encoder over them."""
+    config = TrainConfig.from_params(tiny_params(), strategy="vit_t_dec_vanilla", init="sslsam",
+                                     init_weights=pretrained / "sslsam")
+    assert config.encoder_checkpoint == str(pretrained / "sslsam/encoder.pt") and config.checkpoint is None
+    assert config.init_from_random  # no SAM weights under the encoder (the tiny params' checkpoint is null)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no SAM weights
         torch.manual_seed(0)
         fresh = build_model("vit_t_dec_vanilla", PeftConfig(), 64, 2)
         torch.manual_seed(0)
-        loaded = build_model("vit_t_dec_vanilla", PeftConfig(), 64, 2,
-                             encoder_checkpoint=str(pretrained / "sslsam/encoder.pt"))
+        loaded = build_model("vit_t_dec_vanilla", PeftConfig(), 64, 2, checkpoint=config.checkpoint,
+                             encoder_checkpoint=config.encoder_checkpoint)
     exported = torch.load(pretrained / "sslsam/encoder.pt", weights_only=True)["state_dict"]
     for key, value in loaded.image_encoder.state_dict().items():
         assert torch.equal(value, exported[f"image_encoder.{key}"]), key

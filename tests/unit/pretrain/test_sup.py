@@ -20,6 +20,7 @@ from medseg.errors import MedsegError
 from medseg.models.factory import build_model
 from medseg.models.strategies import PeftConfig
 from medseg.pretrain.supervised import MixedPromptSegmenter, mixed_split
+from medseg.train.config import TrainConfig
 from medseg.train.prompted import PromptSettings
 
 
@@ -82,10 +83,13 @@ def test_trains_across_two_datasets_and_finetune_starts_from_its_weights(data_ro
     assert summary["datasets"] == ["sample", "mri_hippocampus"] and summary["epochs_run"] == 2
     weights = torch.load(tmp_path / "supsam/weights.pt", weights_only=True)
     assert weights["metadata"]["init"] == "supsam" and weights["metadata"]["epoch"] == summary["best_epoch"]
+    assert weights["backbone"] == "vit_t" and weights["metadata"]["random_init"] is True  # no SAM weights to start
+    config = TrainConfig.from_params(tiny_params(), strategy="vit_t_endec_vanilla", init="supsam",
+                                     init_weights=tmp_path / "supsam")  # the folder of this backbone's weights
+    assert config.checkpoint == str(tmp_path / "supsam/weights.pt") and config.init_from_random
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_model("vit_t_endec_vanilla", PeftConfig(), 64, 3,
-                            checkpoint=str(tmp_path / "supsam/weights.pt"))
+        model = build_model("vit_t_endec_vanilla", PeftConfig(), 64, 3, checkpoint=config.checkpoint)
     for key, value in model.image_encoder.state_dict().items():
         assert torch.equal(value, weights["model"][f"image_encoder.{key}"]), key
 

@@ -42,10 +42,17 @@ def test_recipe_values_come_from_params() -> None:
     params["finetune"].update(lr=3e-4, weight_decay=0.05, early_stopping_patience=7)
     config = TrainConfig.from_params(params)
     assert (config.lr, config.weight_decay, config.early_stopping_patience) == (3e-4, 0.05, 7)
-    fewshot = TrainConfig.from_params(params, fewshot=True)
-    profile = params["finetune"]["fewshot"]
+    assert (config.profile, config.fewshot, config.init, config.run_folder) == ("full", False, "sam",
+                                                                                "sam/full/automated")
+    assert (config.max_epochs, config.batch_size) == (params["finetune"]["max_epochs"],
+                                                      params["finetune"]["batch_size"])
+    fewshot = TrainConfig.from_params(params, profile="fewshot", mode="box")
+    settings = params["finetune"]["fewshot"]
     assert (fewshot.max_epochs, fewshot.batch_size, fewshot.early_stopping_patience) == (
-        profile["max_epochs"], profile["batch_size"], profile["early_stopping_patience"])
+        settings["max_epochs"], settings["batch_size"], settings["early_stopping_patience"])
+    assert (fewshot.profile, fewshot.fewshot, fewshot.run_folder) == ("fewshot", True, "sam/fewshot/box")
+    with pytest.raises(MedsegError, match=r"unknown profile '5shot'; known: \['full', 'fewshot'\]"):
+        TrainConfig.from_params(params, profile="5shot")
 
 
 def test_early_stopping_waits_for_patience_epochs() -> None:
@@ -66,6 +73,8 @@ def test_run_writes_checkpoint_summary_and_curves(trained_run: Path) -> None:
     assert loss_rows[0].split("\t") == ["step", "loss"] and len(loss_rows) == 3
     model, metadata = load_exported(trained_run / "model.pt")
     assert metadata["strategy"] == "vit_t_dec_vanilla" and metadata["epoch"] == summary["best_epoch"]
+    assert (metadata["init"], metadata["profile"], summary["init"], summary["profile"]) == ("sam", "full", "sam",
+                                                                                          "full")
     assert model.image_size == 64
 
 
@@ -96,10 +105,12 @@ def test_cached_and_uncached_decoder_training_agree(ingested_sample: Path, tmp_p
 
 
 def test_fewshot_profile_trains_on_the_fewshot_slices(ingested_sample: Path, tmp_path: Path) -> None:
-    config = _config(fewshot=True, batch_size=2, max_epochs=1)
+    config = dataclasses.replace(TrainConfig.from_params(tiny_params(), profile="fewshot"), batch_size=2,
+                                 max_epochs=1)
     summary = finetune("sample", "vit_t_dec_vanilla", ingested_sample, tmp_path / "out", config, tmp_path / "w")
     _, metadata = load_exported(tmp_path / "out/model.pt")
-    assert metadata["fewshot"] is True and summary["epochs_run"] == 1
+    assert metadata["fewshot"] is True and metadata["profile"] == "fewshot" and summary["epochs_run"] == 1
+    assert (summary["init"], summary["profile"], summary["mode"]) == ("sam", "fewshot", "automated")
 
 
 def test_unknown_strategy_fails_before_writing(ingested_sample: Path, tmp_path: Path) -> None:
@@ -115,6 +126,7 @@ def test_missing_data_is_named_and_nothing_written(tmp_path: Path) -> None:
 
 
 RUNS = {"finetune": ["--strategy", "vit_t_endec_vanilla"], "baseline": ["--network", "unet"]}
+WORK = {"finetune": "sam/full/automated/vit_t_endec_vanilla", "baseline": "scratch/full/automated/unet"}
 
 
 def _finetune_cmd(data: Path, out: Path, params: Path, resume: bool = False, step: str = "finetune") -> list[str]:
@@ -130,7 +142,7 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(ingested_sample: Pa
     params = tiny_params()
     params["finetune"].update(max_epochs=4, work_dir=str(tmp_path / "work"), num_threads=1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    state = tmp_path / f"work/sample/automated/{RUNS[step][1]}/state.pt"
+    state = tmp_path / f"work/sample/{WORK[step]}/state.pt"  # <dataset>/<init>/<profile>/<mode>/<strategy>
     kill_after_first_commit(_finetune_cmd(ingested_sample, tmp_path / "resumed", tmp_path / "params.yaml",
                                              step=step), state)
     assert not (tmp_path / "resumed").exists()

@@ -34,7 +34,8 @@ def test_prompted_training_exports_a_prompted_model(mode: str, ingested_sample: 
     prompt = torch.tensor([[20.0, 20.0, 40.0, 40.0]])[:, : 2 if mode == "point" else 4]
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64) * 255, prompt).shape == (1, 2, 64, 64)
-    assert not (tmp_path / "work/sample" / mode / "vit_t_dec_lora").exists()  # published, work dir dropped
+    work = tmp_path / "work/sample/sam/full" / mode  # <dataset>/<init>/<profile>/<mode>
+    assert work.is_dir() and not (work / "vit_t_dec_lora").exists()  # published, work dir dropped
 
 
 def test_prompted_training_is_reproducible(ingested_sample: Path, tmp_path: Path) -> None:
