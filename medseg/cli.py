@@ -15,6 +15,7 @@ from typing import Any
 
 from medseg import __version__
 from medseg.cli_tools import TOOLS, Handler, copy_text, step_params
+from medseg.cli_tools import model_file as _model_file
 from medseg.errors import MedsegError
 from medseg.names import check_name
 from medseg.params import section
@@ -201,11 +202,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_file(model: str) -> str:
-    """``--model``: the exported file, or a run folder holding it (a Kubeflow ``Model`` artifact)."""
-    return str(Path(model) / "model.pt") if Path(model).is_dir() else model
-
-
 def _evaluation_dir(args: argparse.Namespace) -> str:
     """``--out``, or ``<--runs-root>/<dataset>/<init>/<profile>/<mode>/<strategy>/eval`` (the layout ``report``
     reads) with the init, profile and mode the model records."""
@@ -255,6 +251,8 @@ def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handle
     for flag, flag_help, *kind in arguments:
         if kind == ["switch"]:
             parser.add_argument(flag, action="store_true", help=flag_help)
+        elif kind == ["pair"]:
+            parser.add_argument(flag, nargs=2, type=float, metavar=("LOW", "HIGH"), help=flag_help)
         else:
             parser.add_argument(flag, required=not kind, help=flag_help)
     parser.add_argument("--params", default=None, help="params file (default: $MEDSEG_PARAMS or ./params.yaml)")

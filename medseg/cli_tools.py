@@ -1,5 +1,5 @@
 """The ``medseg`` tools that are not pipeline steps (registry, parameter counts, profiles, compiling the
-Kubeflow pipelines, pulling a commit's DVC data), and what every subcommand shares."""
+Kubeflow pipelines, pulling a commit's DVC data, predicting on new scans), and what every subcommand shares."""
 
 from __future__ import annotations
 
@@ -138,6 +138,43 @@ def _export_sam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole_number(value: str | None, flag: str, low: int, high: int | None = None) -> int | None:
+    """An optional whole-number option, checked (one line naming the option otherwise)."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < low or (high is not None and int(value) > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise MedsegError(f"{flag} must be a whole number {bounds}, not '{value}'")
+    return int(value)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from medseg.infer.predict import PredictRequest, predict
+    from medseg.infer.replay import ProtocolChoice
+
+    choice = ProtocolChoice(window=tuple(args.window) if args.window else None, min_max=args.min_max,
+                            slice_axis=_whole_number(args.slice_axis, "--slice-axis", 0, 2),
+                            max_voxels=_whole_number(args.max_voxels, "--max-voxels", 1))
+    request = PredictRequest(
+        model=Path(model_file(args.model)), input=Path(args.input), out=Path(args.out),
+        prompts=Path(args.prompts) if args.prompts else None,
+        prompt_mask=Path(args.prompt_mask) if args.prompt_mask else None,
+        batch_size=_whole_number(args.batch_size, "--batch-size", 1) or 8, device=args.device or "auto",
+        protocol=choice)
+    summary = predict(request)
+    for note in summary["warnings"]:
+        print(f"predict: warning: {note}", file=sys.stderr)
+    outputs = summary["outputs"]
+    print(f"predict: {len(outputs)} input(s) segmented by {summary['description']} -> {args.out} "
+          f"({', '.join(entry['output'] for entry in outputs[:3])}{' ...' if len(outputs) > 3 else ''}, predict.json)")
+    return 0
+
+
+def model_file(model: str) -> str:
+    """``--model``: the exported file, or a run folder holding it (a Kubeflow ``Model`` artifact)."""
+    return str(Path(model) / "model.pt") if Path(model).is_dir() else model
+
+
 def _pull(args: argparse.Namespace) -> int:
     from medseg.provenance import git_revision
     from medseg.remote import pull
@@ -191,6 +228,21 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
            ("--checkpoint", "official SAM/MobileSAM weights (random init when omitted)", "optional"),
            ("--init", "name of the weights for the report: sam (default), medsam (MedSAM's [0, 1] input scaling), "
                       "supsam", "optional"))),
+         ("predict", _predict, "segment new images (PNG/JPEG, NIfTI, MHA, NRRD, a DICOM series) with an exported "
+          "model; masks in the input's geometry",
+          (("--model", "exported model.pt (or the run folder holding it): SAM strategy, original SAM, or baseline"),
+           ("--input", "an image, a volume, a folder of them, or a DICOM series folder"),
+           ("--out", "output folder (masks, DICOM-SEG, predict.json)"),
+           ("--prompts", "point/box models: prompts JSON (format in README, 'Predict on new scans')", "optional"),
+           ("--prompt-mask", "point/box models: label image/volume (folder: one per input) to derive one prompt per "
+                             "object per slice", "optional"),
+           ("--batch-size", "slices per forward pass (default 8)", "optional"),
+           ("--device", "auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "optional"),
+           ("--window", "models recording no protocol: intensity window LOW HIGH mapped to 0-255", "pair"),
+           ("--min-max", "models recording no protocol: per-volume min-max to 0-255", "switch"),
+           ("--slice-axis", "models recording no protocol: RAS+ axis to slice volumes along (default 2, axial)",
+            "optional"),
+           ("--max-voxels", "refuse inputs larger than this (default: the model's ingest.max_voxels)", "optional"))),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
          ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
           (("--name", "profile name, or a YAML file of params.yaml overrides"),

@@ -43,6 +43,8 @@ STEP_FILES = {  # what each step writes into its output folder (glob patterns, r
     "pretrain_sup": ("weights.pt", "train_summary.json", "training/*", "provenance.json"),
     "evaluate": ("per_slice.parquet", "per_volume.parquet", "metrics.json", "metrics_details.json", "overlays.png",
                  "provenance.json"),
+    "predict": ("predict.json", "*_mask.png", "*_mask.nii.gz", "*_mask.nii", "*_mask.mha", "*_mask.nrrd", "*_seg.dcm",
+                "provenance.json"),
     "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json", "runs/*"),
 }
 NO_PROVENANCE_FILE = ("sample", "datasets")  # raw data and registry entries stay exactly what they are

@@ -85,6 +85,10 @@ def test_models_report_lists_every_strategy_beside_table3(capsys: pytest.Capture
      "--image-size must be a whole number"),
     (["export_sam", "--backbone", "vit_q", "--mode", "box", "--image-size", "64", "--out", "z.pt"],
      "unknown backbone 'vit_q'"),
+    (["predict", "--model", "m.pt", "--input", ".", "--out", "y", "--batch-size", "0"],
+     "--batch-size must be a whole number of at least 1, not '0'"),
+    (["predict", "--model", "m.pt", "--input", "scan.nii.gz", "--out", "y", "--window", "-160", "240"],
+     "scan.nii.gz: input not found"),
 ])
 def test_bad_training_and_export_settings_are_one_line(args: list[str], message: str, tmp_path: Path,
                                                        params_file: Path) -> None:
@@ -102,6 +106,16 @@ def test_export_sam_writes_an_evaluable_candidate_model(tmp_path: Path, params_f
     assert result.returncode == 0 and "RANDOM" in result.stderr
     model, metadata = load_exported(tmp_path / "model.pt")
     assert model.candidates and model.mode == "point" and metadata["zeroshot"] is True
+
+
+def test_predict_is_a_tool_beside_the_steps() -> None:
+    help_text = _run("predict", "--help").stdout
+    assert "predict" not in STEP_NAMES
+    for option in ("--model", "--input", "--out", "--prompts", "--prompt-mask", "--batch-size", "--device",
+                   "--window LOW HIGH", "--min-max"):
+        assert option in help_text
+    assert build_parser().parse_args(["predict", "--model", "m", "--input", "i", "--out", "o", "--window", "-160",
+                                      "240"]).window == [-160.0, 240.0]
 
 
 def test_checking_params_does_not_import_heavy_libraries() -> None:

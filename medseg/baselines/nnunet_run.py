@@ -26,6 +26,7 @@ from medseg.atomic import write_json
 from medseg.baselines import nnunet
 from medseg.baselines.nnunet_model import NAME, NnunetSegmenter, NnunetSpec, nnunet_spec, read_nnunet_checkpoint
 from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
+from medseg.data.protocol import training_data_metadata
 from medseg.data.slice_dataset import read_ingest_summary
 from medseg.errors import MedsegError
 from medseg.locking import exclusive_lock
@@ -68,7 +69,8 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
     from medseg.train.runtime import resolve_device
 
     dataset = check_name(dataset, "dataset")
-    labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
+    ingest = read_ingest_summary(data_dir)
+    labels = dataset_labels(ingest, Path(data_dir) / "ingest.json")
     classes = config.classes.get(dataset)
     class_map = resolve_classes(labels, classes, dataset)  # unknown class names fail before anything runs
     nnunet.check_trainer(settings.trainer)
@@ -83,7 +85,7 @@ def train_nnunet(dataset: str, data_dir: str | Path, out_dir: str | Path, config
         checkpoint = nnunet.train(work, DATASET_ID, settings.trainer, str(device), continue_training=continuing,
                                   processes=settings.processes)
         payload = read_nnunet_checkpoint(checkpoint)
-        metadata = _metadata(dataset, config, payload, class_map)
+        metadata = {**_metadata(dataset, config, payload, class_map), **training_data_metadata(ingest)}
         model = _export_model(work, payload, tmp / "model.pt", settings, metadata)
         history = _history(payload["logging"], checkpoint)
         _write_curves(tmp / "training", history)

@@ -8,8 +8,10 @@ Output directory::
                      few-shot role, size, intensity stats, mask fraction, labels present
     ingest.json      summary: grouping, counts per split, label map, skipped files, synthetic flag,
                      ``orientation`` of the stored slices (``RAS+``: volumes reoriented, a slice indexed by
-                     the two other RAS+ axes in order; ``file``: 2D images and .npy stacks as read) and
-                     ``slice_counts`` (slices kept and dropped per case, cases left without a slice)
+                     the two other RAS+ axes in order; ``file``: 2D images and .npy stacks as read),
+                     ``slice_counts`` (slices kept and dropped per case, cases left without a slice) and
+                     ``protocol``, the effective protocol that exported models record and ``medseg predict``
+                     replays (``medseg.data.protocol``)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from medseg.data.cases import Case
 from medseg.data.fewshot import fewshot_roles
 from medseg.data.identity import check_synthetic
 from medseg.data.memory import peak_mb, workers_that_fit
+from medseg.data.protocol import Protocol
 from medseg.data.registry import DatasetSpec, get_spec
 from medseg.data.slices import SliceProtocol, volume_to_slices
 from medseg.data.split import SPLITS, assign_splits
@@ -118,6 +121,9 @@ def ingest_dataset(alias: str, raw_dir: str | Path, out_dir: str | Path, ingest_
         manifest = _manifest(spec, kept, splits, raw_dir, ingest_params, seed)
         summary = _summary(spec, manifest, protocol, skipped, counts)
         summary["orientation"] = _orientation(spec, kept)
+        summary["protocol"] = Protocol(summary["orientation"], protocol.slice_axis, protocol.image_size,
+                                       protocol.intensity_window, protocol.percentile_clip,
+                                       int(ingest_params["max_voxels"])).to_record()
         np.save(tmp / "images.npy", np.concatenate([r.images for r in kept]))
         np.save(tmp / "masks.npy", np.concatenate([r.masks for r in kept]))
         manifest.to_parquet(tmp / "manifest.parquet", index=False)

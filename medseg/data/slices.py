@@ -74,3 +74,17 @@ def volume_to_slices(
         np.round(masks).astype(np.uint8),
         indices,
     )
+
+
+def image_slices(image: np.ndarray, image_size: int, slice_axis: int, window: tuple[float, float] | None,
+                 percentiles: tuple[float, float] | None = None) -> np.ndarray:
+    """Every slice of a volume as ingest stores its images (uint8 (N, S, S); none dropped): the same
+    intensity scaling over the whole volume, slicing and bilinear resize as :func:`volume_to_slices`."""
+    images = np.moveaxis(to_uint8(image, window, percentiles), slice_axis, 0)
+    return np.clip(np.round(_resize_stack(images, image_size, "bilinear")), 0, 255).astype(np.uint8)
+
+
+def mask_slices(label: np.ndarray, image_size: int, slice_axis: int) -> np.ndarray:
+    """Every slice of a label volume as ingest stores its masks (uint8 (N, S, S), nearest resize)."""
+    masks = np.moveaxis(np.asarray(label), slice_axis, 0)
+    return np.round(_resize_stack(masks, image_size, "nearest")).astype(np.uint8)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,11 +67,16 @@ def _to_volume(image, path: Path) -> Volume:
         raise MedsegError(f"expected one channel, got {image.GetNumberOfComponentsPerPixel()}", path)
     oriented = sitk.DICOMOrient(image, "RAS")
     array = sitk.GetArrayFromImage(oriented).transpose(2, 1, 0).astype(np.float32)
-    direction = np.asarray(oriented.GetDirection()).reshape(3, 3) * np.asarray(oriented.GetSpacing())
+    return _finite(Volume(array, ras_affine(oriented)), path)
+
+
+def ras_affine(image) -> np.ndarray:
+    """The voxel-to-RAS affine (4x4) of a 3D SimpleITK image (ITK's geometry is LPS)."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
     affine = np.eye(4)
     affine[:3, :3] = _LPS_TO_RAS @ direction
-    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(oriented.GetOrigin())
-    return _finite(Volume(array, affine), path)
+    affine[:3, 3] = _LPS_TO_RAS @ np.asarray(image.GetOrigin())
+    return affine
 
 
 def _finite(volume: Volume, path: Path) -> Volume:
@@ -79,8 +85,9 @@ def _finite(volume: Volume, path: Path) -> Volume:
     return volume
 
 
-def _read_nifti(path: Path, max_voxels: int) -> Volume:
-    """NIfTI through nibabel, which (unlike ITK's NIfTI reader) refuses truncated files."""
+def read_nifti_image(path: Path, max_voxels: int) -> tuple[Volume, Any]:
+    """A NIfTI file as a RAS+ volume, with the nibabel image as stored (its header and affine). NIfTI is read
+    through nibabel, which (unlike ITK's NIfTI reader) refuses truncated files."""
     import nibabel as nib
 
     try:
@@ -96,14 +103,20 @@ def _read_nifti(path: Path, max_voxels: int) -> Volume:
         array = np.asarray(canonical.dataobj, dtype=np.float32)
     except Exception as exc:  # truncated gzip, short file, bad scaling
         raise MedsegError(f"cannot read voxel data ({exc.__class__.__name__}: {exc})", path) from exc
-    return _finite(Volume(array, canonical.affine), path)
+    return _finite(Volume(array, canonical.affine), path), image
+
+
+def read_itk_image(path: Path, max_voxels: int) -> tuple[Volume, Any]:
+    """An MHA, NRRD (or other ITK-readable) volume as a RAS+ volume, with the SimpleITK image as stored."""
+    image = _voxels(_reader(path, max_voxels), path)
+    return _to_volume(image, path), image
 
 
 def read_volume(path: Path, max_voxels: int) -> Volume:
     """A 3D image file (NIfTI, MHA, NRRD incl. .seg.nrrd, single-file DICOM) as a RAS+ volume."""
     if path.name.endswith(NIFTI_SUFFIXES):
-        return _read_nifti(path, max_voxels)
-    return _to_volume(_voxels(_reader(path, max_voxels), path), path)
+        return read_nifti_image(path, max_voxels)[0]
+    return read_itk_image(path, max_voxels)[0]
 
 
 def read_dicom_series(folder: Path, max_voxels: int,

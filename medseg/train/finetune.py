@@ -31,6 +31,7 @@ from medseg import provenance
 from medseg.atomic import write_json
 from medseg.baselines.networks import Baseline, baseline_spec
 from medseg.data.classes import ClassMap, dataset_labels, resolve_classes
+from medseg.data.protocol import training_data_metadata
 from medseg.data.slice_dataset import read_ingest_summary
 from medseg.errors import MedsegError
 from medseg.locking import exclusive_lock
@@ -56,6 +57,7 @@ class _Run:
     work: Path
     classes: ClassMap  # the classes learnt (the dataset's, or those finetune.classes keeps)
     labels: dict[int, str]  # the dataset's whole label map
+    data: dict[str, Any]  # what the model records of its data: ingest protocol, synthetic or not
 
 
 def work_dir(work_root: str | Path, dataset: str, run_folder: str, strategy: str) -> Path:
@@ -73,12 +75,14 @@ def finetune(dataset: str, strategy_id: str | Baseline, data_dir: str | Path, ou
     baseline = isinstance(strategy_id, Baseline)
     strategy = strategy_id if baseline else parse_strategy(strategy_id)
     dataset = check_name(dataset, "dataset")
-    labels = dataset_labels(read_ingest_summary(data_dir), Path(data_dir) / "ingest.json")
+    ingest = read_ingest_summary(data_dir)
+    labels = dataset_labels(ingest, Path(data_dir) / "ingest.json")
     classes = resolve_classes(labels, config.classes.get(dataset), dataset)
     if config.num_classes == 0:  # automated: one output per class; prompts: background + the prompted object
         config = replace(config, num_classes=classes.num_classes if config.mode == "automated" else 2)
     run = _Run(dataset, strategy, config,
-               work_dir(work_root, dataset, config.run_folder, strategy.name), classes, labels)
+               work_dir(work_root, dataset, config.run_folder, strategy.name), classes, labels,
+               training_data_metadata(ingest))
     inputs = [data_dir, config.checkpoint, config.encoder_checkpoint, work_root]
     with (start_runtime(config.device, config.precision) as runtime,
           on_main(runtime, lambda: output_dir("baseline" if baseline else "finetune", out_dir, inputs)) as tmp,
@@ -176,7 +180,7 @@ def _commit(run: _Run, engine: Engine, stopping: EarlyStopping, history: list[di
                 "dataset": run.dataset, "strategy": run.strategy.name, "mode": config.mode, "epoch": epoch,
                 "init": "scratch" if _is_baseline(run) else config.init, "random_init": _random_init(run),
                 "val_dice": history[-1]["val/dice"], "fewshot": config.fewshot, "profile": config.profile,
-                **run.classes.to_metadata(config.mode)})
+                **run.classes.to_metadata(config.mode), **run.data})
         save_state(run.work / STATE_FILE, epoch, engine.model, engine.optimizer, engine.scheduler, stopping,
                    generators, history, fingerprint)
         tidy(run.work, best_file(stopping.best_epoch))

@@ -24,25 +24,26 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
-    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as an available device."""
+def resolve_device(setting: str, local_rank: int = 0, key: str = "finetune.device") -> torch.device:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as an available device (``key``: the setting's name in
+    errors)."""
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     try:
         device = torch.device(setting)
     except RuntimeError as exc:
-        raise MedsegError(f"finetune.device '{setting}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from exc
+        raise MedsegError(f"{key} '{setting}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise MedsegError(f"finetune.device is '{setting}' but CUDA is not available here")
+            raise MedsegError(f"{key} is '{setting}' but CUDA is not available here")
         index = local_rank if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise MedsegError(f"CUDA device {index} requested, {torch.cuda.device_count()} present")
         return torch.device("cuda", index)
     if device.type == "mps" and not _mps_available():
-        raise MedsegError("finetune.device is 'mps' but MPS is not available here")
+        raise MedsegError(f"{key} is 'mps' but MPS is not available here")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise MedsegError(f"finetune.device '{setting}' is not supported (auto, cpu, cuda, cuda:N, mps)")
+        raise MedsegError(f"{key} '{setting}' is not supported (auto, cpu, cuda, cuda:N, mps)")
     return device
 
 

@@ -72,6 +72,7 @@ def test_model_is_one_weights_only_file_with_nnunets_plans(trained: Path) -> Non
         "trainer"]
     assert metadata["strategy"] == "nnunet" and metadata["init"] == "scratch" and metadata["epoch"] == 1
     assert metadata["profile"] == "full" and metadata["fewshot"] is False
+    assert metadata["protocol"]["image_size"] == 64 and metadata["synthetic_data"] is True  # what predict replays
     summary = json.loads((trained / f"models/{RUN}/train_summary.json").read_text())
     assert (summary["init"], summary["profile"], summary["mode"]) == ("scratch", "full", "automated")
     assert summary["epochs_run"] == 2 and summary["best_epoch"] == 1 and summary["trainer"] == NNUNET_TINY["trainer"]

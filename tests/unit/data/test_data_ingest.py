@@ -237,3 +237,25 @@ def test_2d_images_are_stored_as_the_file_shows_them(tmp_path: Path, params_dict
     assert masks[0, 4:10, 4:10].all() and not masks[0, :4].any()  # rows 4-9 of the PNG are rows 4-9 here
     assert summary["slice_counts"]["cases_without_slices"] == [c for c in summary["slice_counts"]["per_case"]
                                                                 if "normal" in c] != []
+    assert summary["protocol"]["orientation"] == "file" and summary["protocol"]["intensity"] == "min_max"
+
+
+def test_summary_records_the_effective_protocol(ingested_sample: Path, params_dict: dict[str, Any]) -> None:
+    """ingest.json says how images became slices, as exported models record it and predict replays it."""
+    from medseg.data.protocol import Protocol
+
+    record = json.loads((ingested_sample / "ingest.json").read_text())["protocol"]
+    assert record == {"version": 1, "orientation": "RAS+", "slice_axis": 2, "image_size": 64, "intensity": "window",
+                      "intensity_window": [-160.0, 240.0], "percentile_clip": None,
+                      "resize": {"image": "bilinear", "mask": "nearest"}, "colour": "mean of RGB", "channels": 3,
+                      "max_voxels": params_dict["ingest"]["max_voxels"]}
+    assert Protocol.from_record(record, "ingest.json").to_record() == record
+
+
+def test_only_the_intensity_rule_in_effect_is_recorded() -> None:
+    from medseg.data.protocol import Protocol
+
+    both = Protocol("RAS+", 2, 64, (0.0, 1.0), (1.0, 99.0), 100).to_record()
+    assert (both["intensity"], both["intensity_window"], both["percentile_clip"]) == ("window", [0.0, 1.0], None)
+    clip = Protocol("RAS+", 0, 64, None, (0.5, 99.5), 100).to_record()
+    assert (clip["intensity"], clip["percentile_clip"]) == ("percentile_clip", [0.5, 99.5])

@@ -78,6 +78,14 @@ def test_run_writes_checkpoint_summary_and_curves(trained_run: Path) -> None:
     assert model.image_size == 64
 
 
+def test_exported_model_records_its_ingestion_protocol(trained_run: Path, ingested_sample: Path) -> None:
+    """What predict replays on new scans: the protocol of the slices the model trained on, and their origin."""
+    _, metadata = load_exported(trained_run / "model.pt")
+    ingest = json.loads((ingested_sample / "ingest.json").read_text())
+    assert metadata["protocol"] == ingest["protocol"] and metadata["protocol"]["intensity_window"] == [-160, 240]
+    assert metadata["synthetic_data"] is True
+
+
 def test_decoder_only_run_leaves_the_encoder_untouched(trained_run: Path) -> None:
     model, _ = load_exported(trained_run / "model.pt")
     torch.manual_seed(tiny_params()["seed"])
