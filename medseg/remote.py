@@ -80,6 +80,16 @@ def _current_stage(project: Path) -> Callable[[str], bool]:
     return current
 
 
+def pinned_outputs(project: Path) -> list[str]:
+    """Every output path that the stages of dvc.lock which dvc.yaml still defines pin (with an md5), in
+    dvc.lock's order: what ``medseg pull`` can fetch besides the ``.dvc`` files."""
+    lock = project / "dvc.lock"
+    stages = ((_read_yaml(lock) or {}).get("stages") or {}) if lock.is_file() else {}
+    current = _current_stage(project)
+    return [out["path"] for name, stage in stages.items() if current(name) for out in (stage or {}).get("outs") or []
+            if isinstance(out, dict) and isinstance(out.get("path"), str) and isinstance(out.get("md5"), str)]
+
+
 def find_pin(project: Path, target: str) -> Pin:
     """The version of ``target`` the project pins, from ``<target>.dvc`` or from ``dvc.lock``."""
     target = _target(target)
