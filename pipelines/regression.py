@@ -55,10 +55,26 @@ class RegressionPlan:
     parallelism: int
 
 
+def expanded_stages(project: Path) -> set[str]:
+    """The stages dvc.yaml expands to with the project's params.yaml, by DVC's own expansion: dvc.lock keeps the
+    entries of matrix items that params no longer list, which pin no current run."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        repo = Repo(str(project), uninitialized=True)
+        try:
+            return {stage.name for stage in repo.index.stages}
+        finally:
+            repo.close()
+    except DvcException as exc:
+        raise MedsegError(f"DVC cannot read the pipeline: {' '.join(str(exc).split())}", project / "dvc.yaml") from exc
+
+
 def pinned_runs(project: Path) -> list[str]:
-    """``<dataset>/<init>/<profile>/<mode>/<strategy>`` of every model dvc.lock pins, each with its dataset's
-    ingested data pinned too."""
-    outputs = pinned_outputs(project)
+    """``<dataset>/<init>/<profile>/<mode>/<strategy>`` of every model dvc.lock pins for a current stage, each with
+    its dataset's ingested data pinned too."""
+    outputs = pinned_outputs(project, expanded_stages(project))
     runs = [match.group(1) for path in outputs if (match := PINNED_MODEL.match(path))]
     if not runs:
         raise MedsegError("pins no models (models/<dataset>/<init>/<profile>/<mode>/<strategy>/model.pt): run "
