@@ -217,6 +217,8 @@ def baseline_at_revision(runs_dir: str | Path, rev: str, what: str = "regress.ba
     commit, found_as = _resolve(root, rev, what)
     folder = runs.relative_to(root).as_posix()
     listing = _git(["ls-tree", "-r", "-z", "--full-tree", commit, *(["--", folder] if folder != "." else [])], root)
+    if listing.returncode:
+        raise MedsegError(f"git ls-tree failed: {listing.stderr.decode(errors='replace').strip()}", root)
     files: dict[str, str] = {}
     for entry in listing.stdout.decode(errors="replace").split("\0"):
         meta, _, path = entry.partition("\t")
@@ -225,8 +227,7 @@ def baseline_at_revision(runs_dir: str | Path, rev: str, what: str = "regress.ba
             files["/".join(parts[:5])] = meta.split()[2]
     label = f"{folder} at {found_as} ({commit[:12]})"
     if not files:
-        raise MedsegError(f"no evaluations under {folder} at {found_as} ({commit[:12]}): nothing to compare with",
-                          what)
+        raise MedsegError(f"no evaluations under {label}: nothing to compare with", what)
     values: dict[str, Values] = {}
     for (key, _), content in zip(sorted(files.items()), _blobs(root, [files[k] for k in sorted(files)]), strict=True):
         where = f"{found_as}:{folder}/{key}/eval/metrics.json"
