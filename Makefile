@@ -59,11 +59,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint docker/Dockerfile
 
-# One tag for both (compiling the first changes a tracked file, which must not stop the second).
-pipeline: $(STAMP)  ## compile the Kubeflow pipelines (demo and study) for IMAGE_TAG (default: HEAD's SHA)
+# One tag for all (compiling the first changes a tracked file, which must not stop the others).
+pipeline: $(STAMP)  ## compile the Kubeflow pipelines (demo, study, regression) for IMAGE_TAG (default: HEAD's SHA)
 	$(call refuse_uncommitted,pipeline)
 	$(BIN)/medseg compile_pipeline --name demo --out pipelines/compiled/demo.yaml --image-tag $(TAG)
 	$(BIN)/medseg compile_pipeline --name study --out pipelines/compiled/study.yaml --image-tag $(TAG)
+	$(BIN)/medseg compile_pipeline --name regression --out pipelines/compiled/regression.yaml --image-tag $(TAG)
 
 image:  ## docker build <IMAGE_REPO>:<IMAGE_TAG or HEAD's SHA> from docker/Dockerfile
 	$(call refuse_uncommitted,image)

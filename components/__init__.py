@@ -9,6 +9,7 @@ from components.ingest import ingest
 from components.pretrain_mae import pretrain_mae
 from components.pretrain_sup import pretrain_sup
 from components.pull import pull
+from components.regress import regress
 from components.report import report
 from components.sample import sample
 from components.validate import validate
@@ -24,8 +25,9 @@ STEP_COMPONENTS = {
     "pretrain_sup": pretrain_sup,
     "evaluate": evaluate,
     "report": report,
+    "regress": regress,
 }
 
 __all__ = ["STEP_COMPONENTS", "baseline", "evaluate", "finetune", "finetune_pretrained",
            "finetune_pretrained_with_weights", "finetune_with_weights", "ingest", "pretrain_mae", "pretrain_sup",
-           "pull", "report", "sample", "validate"]
+           "pull", "regress", "report", "sample", "validate"]

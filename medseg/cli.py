@@ -245,6 +245,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regress(args: argparse.Namespace) -> int:
+    from medseg.eval.regress import HEADING, Settings, choose_baseline, write_regress
+
+    params = step_params(args)
+    settings = section(params, "regress")
+    if args.runs is None:  # on Kubeflow: the evaluations collected out of the pipeline's loop
+        if args.executor_input is None:
+            raise MedsegError("--runs is required (or --kfp-executor-input with a collected 'runs' input)")
+        from medseg.kfp_io import input_paths
+
+        args.runs_list = input_paths(args.executor_input, "runs")
+    roots = [args.runs] if args.runs is not None else args.runs_list
+    baseline = choose_baseline({"--baseline-rev": args.baseline_rev, "--baseline": args.baseline,
+                                "--baseline-text": args.baseline_text}, settings, roots)
+    result = write_regress(roots, args.out, baseline, Settings.from_params(settings))
+    if args.markdown:
+        copy_text("regress", result.folder / "regress.md", args.markdown, HEADING)
+    print(result.markdown)
+    print(f"regress: {result.summary} -> {result.folder / 'regress.md'}")
+    return 1 if result.failed else 0  # exit 1: a regression; 2 (raised): bad input, nothing compared
+
+
 def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handler, help_text: str,
               arguments: Sequence[tuple[str, ...]]) -> None:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -321,6 +343,16 @@ STEPS: tuple[tuple[str, Handler, str, tuple[tuple[str, ...], ...]], ...] = (
       ("--compare-average", "set datasets the study did not use beside the paper's Average row", "switch"),
       ("--all-datasets", "report every run found, not only those of ingest.datasets", "switch"),
       ("--carry-runs", "copy the runs' summaries into <out>/runs, so another report can read this one", "switch"))),
+    ("regress", _regress, "compare every evaluation with a baseline, metric by metric: a Markdown table; exit 1 "
+     "when a metric drops beyond its tolerance (regress in params.yaml)",
+     (("--runs", "directory of <dataset>/<init>/<profile>/<mode>/<strategy>/eval runs (on Kubeflow: the "
+                 "collected input)", "optional"), ("--out", "output folder (regress.md, regress.json)"),
+      ("--baseline-rev", "git revision whose committed runs are the baseline (default: regress.baseline_rev)",
+       "optional"),
+      ("--baseline", "a baseline file instead: an earlier regress.json, or {\"runs\": {run: {metric: value}}} "
+                     "(default: regress.baseline_file)", "optional"),
+      ("--baseline-text", "a baseline file's content (the Kubeflow pipeline's run parameter)", "optional"),
+      ("--markdown", "also write the table to this single Markdown file", "optional"))),
 )
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
@@ -335,7 +367,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: objec
     return f"medseg: {category.__name__}: {message}\n"
 
 
-INPUT_OPTIONS = ("raw", "data", "data_root", "model", "reference", "runs", "checkpoint", "init_weights")
+INPUT_OPTIONS = ("raw", "data", "data_root", "model", "reference", "runs", "checkpoint", "init_weights", "baseline")
 METRIC_KEYS = ("dice_mean", "dice_ci_low", "dice_ci_high", "dice_volume_mean", "iou_mean", "hd95_mean", "nsd_mean")
 
 

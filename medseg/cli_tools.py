@@ -204,8 +204,9 @@ def _compile_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (demo or study) to YAML",
-          (("--name", "demo (the sample on CPUs) or study (the grid on GPUs, the paper's recipe)"),
+TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (demo, study or regression) to YAML",
+          (("--name", "demo (the sample on CPUs), study (the grid on GPUs, the paper's recipe) or regression (the "
+                      "models this commit pins, evaluated and checked with `medseg regress`)"),
            ("--out", "output pipeline YAML"),
            ("--image-tag", "image tag to run (default: the checkout's git SHA; refused with uncommitted changes)",
             "optional"))),

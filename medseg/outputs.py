@@ -46,6 +46,7 @@ STEP_FILES = {  # what each step writes into its output folder (glob patterns, r
     "predict": ("predict.json", "*_mask.png", "*_mask.nii.gz", "*_mask.nii", "*_mask.mha", "*_mask.nrrd", "*_seg.dcm",
                 "provenance.json"),
     "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json", "runs/*"),
+    "regress": ("regress.md", "regress.json", "provenance.json"),
 }
 NO_PROVENANCE_FILE = ("sample", "datasets")  # raw data and registry entries stay exactly what they are
 PathLike = str | Path

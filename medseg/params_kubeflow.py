@@ -71,6 +71,17 @@ class KubeflowGrid(Section):
     parallelism: int = Field(ge=1)  # grid cells trained at once
 
 
+class KubeflowRegression(Section):
+    """The ``regression`` pipeline (not a grid): every model the commit pins, evaluated on its pinned test data, then
+    ``regress``; GPUs per backbone (``kubeflow.gpu``) when ``gpu``, else the CPU resources."""
+
+    gpu: bool = False
+    parallelism: int = Field(default=4, ge=1)  # evaluations at once
+
+
+REGRESSION = "regression"  # the regression pipeline's name: no grid may take it
+
+
 class KubeflowParams(Section):
     image_repository: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
     dvc_remote: str = ""  # "" = the project's default DVC remote
@@ -78,7 +89,16 @@ class KubeflowParams(Section):
     resources: KubeflowResources  # every CPU task (pull, ingest, validate, report; demo training)
     gpu: KubeflowGpu
     retries: KubeflowRetries
+    regression: KubeflowRegression = Field(default_factory=KubeflowRegression)
     pipelines: dict[Name, KubeflowGrid]
+
+    @field_validator("pipelines")
+    @classmethod
+    def _not_the_regression_pipeline(cls, value: dict[str, KubeflowGrid]) -> dict[str, KubeflowGrid]:
+        if REGRESSION in value:
+            raise ValueError(f"{REGRESSION!r} names the regression pipeline (kubeflow.regression): give the grid "
+                             "another name")
+        return value
 
 
 UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,

@@ -245,6 +245,48 @@ class EvaluateParams(Section):
     device: Device = "auto"
 
 
+REGRESS_METRICS = {"dice_mean": "higher", "dice_volume_mean": "higher", "iou_mean": "higher", "nsd_mean": "higher",
+                   "hd95_mean": "lower"}  # what `medseg regress` may compare, and which way is better
+DEFAULT_TOLERANCE = {"dice_mean": 0.01, "dice_volume_mean": 0.01, "iou_mean": 0.01, "nsd_mean": 0.01,
+                     "hd95_mean": 2.0}
+REVISION = r"^[A-Za-z0-9_][A-Za-z0-9._/~^-]{0,199}$"  # a branch, tag or commit (never an option; '..' is refused)
+
+
+class RegressParams(Section):
+    """The regression check (``medseg regress``): the baseline, the metrics compared and their tolerances."""
+
+    baseline_rev: str = Field(default="main", pattern=REVISION)
+    baseline_file: Annotated[str, Field(min_length=1)] | None = None
+    metrics: list[Literal[tuple(REGRESS_METRICS)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(REGRESS_METRICS), min_length=1)
+    tolerance: dict[str, Annotated[Finite, Field(ge=0)]] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    new_runs: Literal["fail", "allow"] = "fail"
+    dropped_runs: Literal["fail", "allow"] = "fail"
+    repro_baselines: list[Name] = Field(default_factory=list)  # regress@<rev> stages of `dvc repro`; [] = none
+
+    @field_validator("baseline_rev")
+    @classmethod
+    def _one_revision(cls, value: str) -> str:
+        if ".." in value:
+            raise ValueError(f"{value!r} is a range: give one revision (a branch, tag or commit)")
+        return value
+
+    @field_validator("tolerance")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(REGRESS_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r} (known: {', '.join(REGRESS_METRICS)})")
+        return value
+
+    @model_validator(mode="after")
+    def _every_metric_has_a_tolerance(self) -> RegressParams:
+        missing = [metric for metric in self.metrics if metric not in self.tolerance]
+        if missing:
+            raise ValueError(f"tolerance.{missing[0]}: missing (every metric in regress.metrics needs a tolerance)")
+        return self
+
+
 class Params(Section):
     seed: int = Field(ge=0, lt=2**32)
     sample: SampleParams
@@ -256,6 +298,7 @@ class Params(Section):
     pretrain_sup: PretrainSupParams
     models: ModelsParams
     evaluate: EvaluateParams
+    regress: RegressParams = Field(default_factory=RegressParams)
     kubeflow: KubeflowParams
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -78,6 +78,16 @@ def _current_stage(project: Path) -> Callable[[str], bool]:
         stage = defined.get(base)
         return isinstance(stage, dict) and generated == ("@" if ("matrix" in stage or "foreach" in stage) else "")
     return current
+
+
+def pinned_outputs(project: Path, stages: Collection[str] | None = None) -> list[str]:
+    """Every output path that dvc.lock pins (with an md5) for the stages named in ``stages`` (by default, those
+    dvc.yaml still defines, by name: a matrix item dropped from params keeps its entry), in dvc.lock's order."""
+    lock = project / "dvc.lock"
+    locked = ((_read_yaml(lock) or {}).get("stages") or {}) if lock.is_file() else {}
+    current = _current_stage(project) if stages is None else stages.__contains__
+    return [out["path"] for name, stage in locked.items() if current(name) for out in (stage or {}).get("outs") or []
+            if isinstance(out, dict) and isinstance(out.get("path"), str) and isinstance(out.get("md5"), str)]
 
 
 def find_pin(project: Path, target: str) -> Pin:

@@ -1,4 +1,5 @@
-"""Compile the Kubeflow pipelines to YAML (offline): ``medseg compile_pipeline --name demo|study --out FILE``.
+"""Compile the Kubeflow pipelines to YAML (offline): ``medseg compile_pipeline --name demo|study|regression --out
+FILE``: a grid of ``kubeflow.pipelines`` (``pipelines.grid``), or the regression check (``pipelines.regression``).
 
 The image tag names the code revision: by default the checkout's git SHA, refused when tracked files have
 uncommitted changes (the image built from that SHA would not hold them); ``--image-tag`` sets it outright.
@@ -38,14 +39,21 @@ def image_tag(explicit: str | None = None, cwd: str | Path | None = None) -> str
 
 def compile_pipeline(name: str, params: dict[str, Any], out: str | Path, tag: str,
                      params_file: str | Path | None = None) -> Path:
-    """Compile pipeline ``name`` (``kubeflow.pipelines.<name>``) running image tag ``tag`` to ``out``."""
+    """Compile pipeline ``name`` (``kubeflow.pipelines.<name>``, or ``regression``) running image tag ``tag`` to
+    ``out``."""
     from kfp import compiler
 
-    from pipelines.grid import build, make_plan
+    from medseg.params_kubeflow import REGRESSION
 
     out = Path(out)
-    plan = make_plan(params, name, tag, params_path(params_file))
-    pipeline = build(plan)
+    if name == REGRESSION:
+        from pipelines import regression
+
+        pipeline = regression.build(regression.regression_plan(params, tag, params_path(params_file)))
+    else:
+        from pipelines.grid import build, make_plan
+
+        pipeline = build(make_plan(params, name, tag, params_path(params_file)))
     select_loop_item_fields(pipeline.pipeline_spec)
     with output_file("compile_pipeline", out, owned=starts_with("# PIPELINE DEFINITION")) as tmp:
         compiler.Compiler().compile(pipeline, str(tmp))

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from kfp import dsl, kubernetes
@@ -49,6 +49,15 @@ PRETRAINED_ROOT = PurePosixPath("models/pretrain")  # <init>/<backbone>/<file>, 
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
+class Platform(Protocol):
+    """What a task's settings come from (a grid's plan, or the regression pipeline's): the image, whether cells
+    train and evaluate on GPUs, and the ``kubeflow`` section."""
+
+    image: str
+    gpu: bool
+    kubeflow: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a compiled pipeline fixes: its name, image, settings, datasets and grid cells."""
@@ -69,7 +78,8 @@ def run_params(params: dict[str, Any], name: str, params_path: Path) -> dict[str
     """params.yaml with the pipeline's profile and grid applied, checked against the schema."""
     grids = params["kubeflow"]["pipelines"]
     if name not in grids:
-        raise MedsegError(f"no pipeline {name!r} (kubeflow.pipelines has {', '.join(sorted(grids))})", params_path)
+        raise MedsegError(f"no pipeline {name!r} (kubeflow.pipelines has {', '.join(sorted(grids))}; and "
+                          "regression, the regression check)", params_path)
     grid = grids[name]
     profile = yaml.safe_load(profile_file(grid["profile"], params_path).read_text(encoding="utf-8")) or {}
     sample = [alias for alias in grid["datasets"] if alias == "sample"]
@@ -138,9 +148,10 @@ def _baseline_cells(settings: dict[str, Any], grid: dict[str, Any], params_path:
             for profile in grid["profiles"]]
 
 
-def _configure(task: dsl.PipelineTask, plan: Plan, cell: Any | None = None) -> dsl.PipelineTask:
+def _configure(task: dsl.PipelineTask, plan: Platform, cell: Any | None = None,
+               retry: bool = True) -> dsl.PipelineTask:
     """Image, CPU/memory (fixed, or a grid cell's: per backbone), GPUs on GPU nodes for a cell's task in a
-    GPU pipeline, retries with backoff."""
+    GPU pipeline, retries with backoff (unless ``retry`` is false: a task whose failure is a verdict)."""
     def pick(key: str) -> Any:
         return getattr(cell, key) if cell is not None else plan.kubeflow["resources"][key]
 
@@ -148,15 +159,16 @@ def _configure(task: dsl.PipelineTask, plan: Plan, cell: Any | None = None) -> d
     task.set_cpu_request(pick("cpu_request")).set_cpu_limit(pick("cpu_limit"))
     task.set_memory_request(pick("memory_request")).set_memory_limit(pick("memory_limit"))
     retries = plan.kubeflow["retries"]
-    task.set_retry(num_retries=retries["max_retries"], backoff_duration=f"{retries['backoff_seconds']}s",
-                   backoff_factor=float(retries["backoff_factor"]),
-                   backoff_max_duration=f"{retries['backoff_max_seconds']}s")
+    if retry:
+        task.set_retry(num_retries=retries["max_retries"], backoff_duration=f"{retries['backoff_seconds']}s",
+                       backoff_factor=float(retries["backoff_factor"]),
+                       backoff_max_duration=f"{retries['backoff_max_seconds']}s")
     if plan.gpu and cell is not None:
         _on_gpu(task, plan, cell.processes)
     return task
 
 
-def _on_gpu(task: dsl.PipelineTask, plan: Plan, gpus: Any) -> None:
+def _on_gpu(task: dsl.PipelineTask, plan: Platform, gpus: Any) -> None:
     """GPUs, with the GPU nodes' selector and tolerations."""
     gpu = plan.kubeflow["gpu"]
     task.set_accelerator_type(gpu["accelerator"]).set_accelerator_limit(gpus)
@@ -168,7 +180,7 @@ def _on_gpu(task: dsl.PipelineTask, plan: Plan, gpus: Any) -> None:
                                   toleration_seconds=toleration.get("tolerationSeconds"))
 
 
-def _pull(plan: Plan, folder: Any, name: Any, remote: Any) -> dsl.PipelineTask:
+def _pull(plan: Platform, folder: Any, name: Any, remote: Any) -> dsl.PipelineTask:
     task = _configure(pull(folder=folder, name=name, remote=remote), plan)
     if plan.kubeflow["s3_secret"]:  # by reference: the driver injects it; nothing reads the Kubernetes API
         kubernetes.use_secret_as_env(task, secret_name=plan.kubeflow["s3_secret"],

@@ -21,7 +21,7 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 
 def test_every_step_is_a_subcommand() -> None:
     assert STEP_NAMES == ["sample", "ingest", "validate", "finetune", "baseline", "pretrain_mae", "pretrain_sup",
-                          "evaluate", "report"]
+                          "evaluate", "report", "regress"]
     help_text = _run("--help").stdout
     for name in STEP_NAMES:
         assert name in help_text

@@ -99,3 +99,15 @@ def test_a_grid_whose_paths_drop_an_axis_is_caught(tmp_path: Path) -> None:
               for name, dvc_yaml in (("no_init", no_init), ("no_profile", no_profile))}
     assert "models/mri_prostate/full/automated/vit_b_endec_lora/model.pt" in shared["no_init"]
     assert "results/runs/us_breast/sam/box/vit_t_dec_vanilla/eval/metrics.json" in shared["no_profile"]
+
+
+def test_regress_stages_are_opt_in_one_per_baseline_revision(tmp_path: Path) -> None:
+    """regress.repro_baselines: [] (the default) adds no stage; each revision listed adds regress@<rev>, writing its
+    own report folder, beside every other output."""
+    params = tiny_params()
+    assert not [s for s in _stages(tmp_path / "default", params) if s.startswith("regress")]
+    params["regress"]["repro_baselines"] = ["main", "release-2"]
+    outs = _outputs(tmp_path / "two", params)
+    regress = [(stage.rpartition(":")[2], path) for stage, path in outs if ":regress@" in f":{stage}"]
+    assert regress == [("regress@main", "results/regress/main"), ("regress@release-2", "results/regress/release-2")]
+    assert not _shared([path for _, path in outs])

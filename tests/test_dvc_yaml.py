@@ -23,9 +23,11 @@ STAGES: dict[str, Any] = DVC["stages"]
 TOOL_STAGES = ("datasets",)  # tool subcommands run as stages (no Kubeflow component yet)
 STAGE_STEPS = {"finetune_pretrained": "finetune", "evaluate_pretrained": "evaluate"}  # a step's second stage
 GIT_FOLDERS = ("registry",)  # configuration in git that stages read (custom registry entries)
+OPT_IN_STAGES = ("regress",)  # stages whose matrix list may be empty by default ([] = the stage is left out)
 ITEM = {"dataset": PARAMS["ingest"]["datasets"][0], "strategy": PARAMS["finetune"]["strategies"][0],
         "mode": PARAMS["finetune"]["modes"][0], "profile": PARAMS["finetune"]["profiles"][0],
-        "init": PARAMS["finetune"]["pretrained"]["inits"][0], "network": "unet", "backbone": "vit_t"}
+        "init": PARAMS["finetune"]["pretrained"]["inits"][0], "network": "unet", "backbone": "vit_t",
+        "baseline": "main"}
 
 
 def _expand(text: str) -> str:
@@ -87,9 +89,20 @@ def test_stage_params_exist(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in STAGES if "matrix" in STAGES[n]])
 def test_matrix_lists_come_from_params(name: str) -> None:
+    """Non-empty lists, except for an opt-in stage, which an empty list leaves out of `dvc repro`."""
     for values in STAGES[name]["matrix"].values():
         resolved = lookup(PARAMS, values.strip("${}"))
-        assert isinstance(resolved, list) and resolved
+        assert isinstance(resolved, list) and (resolved or name in OPT_IN_STAGES)
+
+
+def test_the_regression_check_is_opt_in_and_always_rerun() -> None:
+    """`dvc repro` runs no regress stage unless regress.repro_baselines names a revision (the default `dvc repro`
+    stays a no-op); the stage reads every evaluation and always re-runs, since its baseline branch moves."""
+    stage = STAGES["regress"]
+    assert PARAMS["regress"]["repro_baselines"] == [] and stage["matrix"] == {"baseline": "${regress.repro_baselines}"}
+    assert stage["always_changed"] is True and "results/runs" in stage["deps"]
+    args = build_parser().parse_args(_commands("regress")[0][1:])
+    assert (args.runs, args.baseline_rev, args.out) == ("results/runs", "main", "results/regress/main")
 
 
 def test_every_dependency_is_produced_upstream_or_tracked() -> None:

@@ -383,12 +383,12 @@ def test_makefile_installs_the_dev_lock_and_builds_the_image() -> None:
     assert "git status --porcelain" in dry.stdout  # a dirty tree is refused without IMAGE_TAG
     pipeline = subprocess.run(["make", "-n", "-o", ".venv/.installed", "pipeline", "IMAGE_TAG=abc"],
                               cwd=ROOT, capture_output=True, text=True, check=False, timeout=60)
-    for name in ("demo", "study"):
+    for name in ("demo", "study", "regression"):
         assert f"compile_pipeline --name {name} --out pipelines/compiled/{name}.yaml --image-tag abc" in pipeline.stdout
     default = subprocess.run(["make", "-n", "-o", ".venv/.installed", "pipeline"], cwd=ROOT, capture_output=True,
                              text=True, check=False, timeout=60)
     tags = re.findall(r"compile_pipeline --name \w+ --out \S+ --image-tag (\S+)", default.stdout)
-    assert len(tags) == 2 and len(set(tags)) == 1 and re.fullmatch(r"[0-9a-f]{40}", tags[0]), default.stdout
+    assert len(tags) == 3 and len(set(tags)) == 1 and re.fullmatch(r"[0-9a-f]{40}", tags[0]), default.stdout
     assert "git status --porcelain" in default.stdout  # a dirty tree is refused without IMAGE_TAG
 
 

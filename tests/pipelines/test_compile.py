@@ -4,7 +4,9 @@ needs: the commit's image, params as task inputs, GPUs per backbone, secrets by 
 from __future__ import annotations
 
 import copy
+import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -261,10 +263,11 @@ def test_default_tag_is_head_and_uncommitted_changes_are_refused(tmp_path: Path)
         image_tag(None, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["demo", "study"])
+@pytest.mark.parametrize("name", ["demo", "study", "regression"])
 def test_committed_pipelines_are_current(tmp_path: Path, name: str) -> None:
-    """pipelines/compiled/<name>.yaml must be regenerated (make pipeline) when components or params change;
-    compiled with the image tag it names (the commit it was compiled at)."""
+    """pipelines/compiled/<name>.yaml must be regenerated (make pipeline) when components or params change (and the
+    regression pipeline also when the models dvc.lock pins or their recorded evaluations change); compiled with the
+    image tag it names (the commit it was compiled at)."""
     committed = (REPO / "pipelines/compiled" / f"{name}.yaml").read_text()
     tag = re.search(r"image: ghcr\.io/medseg/medseg:(\S+)", committed).group(1)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -283,3 +286,94 @@ def test_no_two_cells_of_the_study_grid_write_the_same_run_folder() -> None:
                                                                *plan.pretrained_cells]]
     assert len(folders) == 18 * 3 * 2 + 3 * 2 + 3 * 6 * 2 and len(set(folders)) == len(folders)
     assert {folder.split("/")[1] for folder in folders} == {"sam", "scratch", "medsam", "sslsam", "supsam"}
+
+
+# --- the regression pipeline: the models the commit pins, evaluated, then `medseg regress` ----------------------
+
+PINNED = ["sample/sam/full/automated/vit_t_dec_vanilla", "sample/scratch/full/automated/unet",
+          "sample/sslsam/full/automated/vit_t_dec_vanilla", "sample/supsam/full/automated/vit_t_dec_vanilla"]
+
+
+def _loop(ir: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]], dict[str, Any]]:
+    """(the root's ParallelFor task, its items, the loop's tasks)."""
+    loop = next(task for task in ir["root"]["dag"]["tasks"].values() if "parameterIterator" in task)
+    items = yaml.safe_load(loop["parameterIterator"]["items"]["raw"])
+    return loop, items, ir["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+
+
+def test_regression_pipeline_evaluates_every_pinned_model_then_regresses(tmp_path: Path) -> None:
+    """One cell per model dvc.lock pins: pull it and its dataset's ingested data, evaluate; one regress over the
+    collected evaluations, not retried (its failure is the verdict), with the baseline as a run parameter whose
+    default is what the commit records."""
+    ir = _compile(tmp_path, "regression", tiny_params())
+    inputs = ir["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {"params", "params_override", "dvc_remote", "baseline"}
+    baseline = json.loads(inputs["baseline"]["defaultValue"])
+    committed = json.loads((REPO / "results/runs" / PINNED[0] / "eval/metrics.json").read_text())
+    assert sorted(baseline["runs"]) == PINNED and baseline["runs"][PINNED[0]]["dice_mean"] == committed["dice_mean"]
+    loop, cells, loop_tasks = _loop(ir)
+    assert [(c["dataset"], c["folder"], c["strategy"]) for c in cells] == [
+        ("sample", f"models/{run}", run.split("/")[-1]) for run in PINNED]
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 4 and {c["memory_limit"] for c in cells} == {"8G"}
+    assert sorted(_base(name) for name in loop_tasks) == ["evaluate", "pull", "pull"]
+    scored = loop_tasks["evaluate"]["inputs"]["artifacts"]
+    assert {scored[name]["taskOutputArtifact"]["producerTask"] for name in ("processed", "run")} == {"pull", "pull-2"}
+    regress = ir["root"]["dag"]["tasks"]["regress"]
+    assert regress["inputs"]["artifacts"]["runs"]["taskOutputArtifact"]["producerTask"] == loop["taskInfo"]["name"]
+    assert regress["inputs"]["parameters"]["baseline"]["componentInputParameter"] == "baseline"
+    assert "retryPolicy" not in regress and "retryPolicy" in loop_tasks["evaluate"]
+    args = _executors(ir)["regress"]["args"]
+    assert _executors(ir)["regress"]["command"] == ["medseg", "regress"] and "--runs" not in args
+    assert args[args.index("--baseline-text") + 1] == "{{$.inputs.parameters['baseline']}}"
+    assert _executors(ir)["evaluate"]["image"] == f"ghcr.io/medseg/medseg:{TAG}"
+    platform = ir["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {_base(n.removeprefix("exec-")) for n, spec in platform.items() if "secretAsEnv" in spec} == {"pull"}
+
+
+def test_regression_pipeline_on_gpus_sizes_each_evaluation_by_its_model(tmp_path: Path) -> None:
+    params = _params()
+    params["kubeflow"]["regression"] = {"gpu": True, "parallelism": 2}
+    ir = _compile(tmp_path, "regression", params)
+    _, cells, _ = _loop(ir)
+    assert {c["strategy"]: c["memory_limit"] for c in cells} == {"vit_t_dec_vanilla": "24G", "unet": "48G"}
+    assert {c["processes"] for c in cells} == {"1"}  # one GPU per evaluation, whatever training used
+    resources = _executors(ir)["evaluate"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert "accelerator" not in _executors(ir)["regress"]["resources"]
+
+
+def _project(tmp_path: Path, runs: list[str]) -> Path:
+    """dvc.yaml, dvc.lock and params.yaml of the project, with the recorded evaluations of ``runs`` only."""
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for run in runs:
+        (tmp_path / "results/runs" / run / "eval").mkdir(parents=True)
+        shutil.copy(REPO / "results/runs" / run / "eval/metrics.json", tmp_path / "results/runs" / run / "eval")
+    return tmp_path
+
+
+def test_a_pinned_model_without_a_recorded_evaluation_is_refused(tmp_path: Path) -> None:
+    project = _project(tmp_path, PINNED[1:])
+    with pytest.raises(MedsegError, match=rf"{PINNED[0]}/eval/metrics.json: the pinned model {PINNED[0]} has no "
+                                          "recorded evaluation to compare with"):
+        compile_pipeline("regression", tiny_params(), tmp_path / "r.yaml", TAG, project / "params.yaml")
+    assert not (tmp_path / "r.yaml").exists()
+
+
+def test_a_baseline_file_named_in_params_is_the_compiled_baseline(tmp_path: Path) -> None:
+    project = _project(tmp_path, [])
+    runs = {run: {"dice_mean": 0.5, "hd95_mean": 20.0} for run in PINNED}
+    (project / "baseline.json").write_text(json.dumps({"runs": runs}))
+    params = tiny_params()
+    params["regress"]["baseline_file"] = "baseline.json"
+    path = compile_pipeline("regression", params, tmp_path / "r.yaml", TAG, project / "params.yaml")
+    spec = next(yaml.safe_load_all(path.read_text()))
+    baseline = json.loads(spec["root"]["inputDefinitions"]["parameters"]["baseline"]["defaultValue"])
+    assert baseline["runs"] == runs and baseline["source"] == str(project / "baseline.json")
+
+
+def test_no_grid_may_take_the_regression_pipelines_name() -> None:
+    params = tiny_params()
+    params["kubeflow"]["pipelines"]["regression"] = params["kubeflow"]["pipelines"]["demo"]
+    with pytest.raises(MedsegError, match=r"kubeflow\.pipelines: 'regression' names the regression pipeline"):
+        compile_pipeline("demo", params, "unused.yaml", TAG, REPO / "params.yaml")
