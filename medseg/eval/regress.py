@@ -31,16 +31,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medseg.errors import MedsegError
+from medseg.eval.layout import evaluation_files
 from medseg.outputs import output_dir
 from medseg.params_schema import REGRESS_METRICS, REVISION
 
 METRICS = REGRESS_METRICS  # the metrics a check may compare, and which way is better
-RUN_GLOB = "*/*/*/*/*/eval/metrics.json"  # <dataset>/<init>/<profile>/<mode>/<strategy>/eval, as report reads
 FORMAT = "medseg.regress/1"
 HEADING = "# Regression check"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 RUN_LABEL = re.compile(rf"(?:{NAME}/){{4}}{NAME}(?: \({NAME}\))?\Z")  # a run, or one of its selection blocks
-CARRIED_RUNS = "runs"  # an earlier report's copy of the runs it read (``medseg report --carry-runs``)
 SHOWN_FAILURES = 3
 
 Values = dict[str, float | None]  # metric -> value (None: undefined for the run, e.g. HD95 of empty predictions)
@@ -139,19 +138,8 @@ def current_runs(roots: Sequence[str | Path]) -> dict[str, Values]:
     """Every evaluation under the runs folders (one, or a Kubeflow run's collected evaluations); a run found
     twice, or none at all, is an error."""
     runs: dict[str, Values] = {}
-    seen: dict[str, Path] = {}
-    for given in roots:
-        root = Path(given)
-        if not root.is_dir():
-            raise MedsegError("runs directory not found", given)
-        if (root / CARRIED_RUNS).is_dir() and (root / "report.md").is_file():
-            root = root / CARRIED_RUNS  # an earlier report (a Kubeflow dataset's report) carries its runs
-        for path in sorted(root.glob(RUN_GLOB)):
-            key = path.parent.parent.relative_to(root).as_posix()
-            if key in seen:
-                raise MedsegError(f"run {key} appears twice (also under {seen[key]})", given)
-            seen[key] = root
-            runs.update(run_values(_read_json(path), key, path))
+    for root, path in evaluation_files(roots):
+        runs.update(run_values(_read_json(path), path.parent.parent.relative_to(root).as_posix(), path))
     if not runs:
         raise MedsegError("no evaluations found (<dataset>/<init>/<profile>/<mode>/<strategy>/eval/metrics.json): "
                           "run the evaluations first (dvc repro)", ", ".join(str(r) for r in roots))

@@ -20,15 +20,14 @@ import pandas as pd
 
 from medseg.errors import MedsegError
 from medseg.eval.details import DETAILS_FILE, with_details
+from medseg.eval.layout import CARRIED_RUNS, evaluation_files
 from medseg.eval.reference import Entry, entries, load_reference, paper_value, run_name, tables_for
 from medseg.names import check_name
 from medseg.outputs import output_dir
 
 REQUIRED = ("dataset", "strategy", "mode", "dice_mean", "num_slices", "num_patients")
-RUN_GLOB = "*/*/*/*/*/eval/metrics.json"  # <dataset>/<init>/<profile>/<mode>/<strategy>/eval
 
 
-CARRIED_RUNS = "runs"  # with --carry-runs: the evaluations this report read, for a later report
 
 
 def _read_object(path: Path, what: str) -> dict[str, Any]:
@@ -45,20 +44,8 @@ def collect_runs(runs_dirs: str | Path | Sequence[str | Path]) -> list[dict[str,
     """Metrics of every run under ``<runs_dir>/<dataset>/<init>/<profile>/<mode>/<strategy>/eval/metrics.json``,
     over one runs folder or several (a Kubeflow grid's collected evaluations); a run found twice is an error."""
     roots = [Path(runs_dirs)] if isinstance(runs_dirs, str | Path) else [Path(p) for p in runs_dirs]
-    runs: list[dict[str, Any]] = []
-    seen: dict[str, Path] = {}
-    for root in roots:
-        if not root.is_dir():
-            raise MedsegError("runs directory not found", root)
-        if (root / CARRIED_RUNS).is_dir() and (root / "report.md").is_file():
-            root = root / CARRIED_RUNS  # an earlier report that carries its runs (a Kubeflow dataset's report)
-        for run in _collect_root(root):
-            key = str(run["_overlays"].parent.relative_to(root))
-            if key in seen:
-                raise MedsegError(f"run {key} appears twice (also under {seen[key]})", root)
-            seen[key] = root
-            runs.append({**run, "_key": key})
-    return runs
+    return [{**_read_run(path), "_key": str(path.parent.relative_to(root))}
+            for root, path in evaluation_files(roots)]
 
 
 def _carry(runs: list[dict[str, Any]], folder: Path) -> None:
@@ -72,21 +59,19 @@ def _carry(runs: list[dict[str, Any]], folder: Path) -> None:
                 shutil.copy2(source / name, target / name)
 
 
-def _collect_root(runs_dir: Path) -> list[dict[str, Any]]:
-    runs = []
-    for path in sorted(runs_dir.glob(RUN_GLOB)):
-        metrics = _read_object(path, "metrics")
-        missing = [c for c in REQUIRED if c not in metrics]
-        if missing:
-            raise MedsegError(f"metrics file lacks {missing}", path)
-        if not (metrics["dice_mean"] is None or isinstance(metrics["dice_mean"], int | float)):
-            raise MedsegError(f"dice_mean is not a number ({metrics['dice_mean']!r})", path)
-        _check_names(metrics, path)
-        details = path.parent / DETAILS_FILE
-        if details.is_file():
-            metrics = with_details(metrics, _read_object(details, "metrics details"))
-        runs.append({**metrics, "_overlays": path.parent / "overlays.png"})
-    return runs
+def _read_run(path: Path) -> dict[str, Any]:
+    """One evaluation's metrics (with its details when present), checked."""
+    metrics = _read_object(path, "metrics")
+    missing = [c for c in REQUIRED if c not in metrics]
+    if missing:
+        raise MedsegError(f"metrics file lacks {missing}", path)
+    if not (metrics["dice_mean"] is None or isinstance(metrics["dice_mean"], int | float)):
+        raise MedsegError(f"dice_mean is not a number ({metrics['dice_mean']!r})", path)
+    _check_names(metrics, path)
+    details = path.parent / DETAILS_FILE
+    if details.is_file():
+        metrics = with_details(metrics, _read_object(details, "metrics details"))
+    return {**metrics, "_overlays": path.parent / "overlays.png"}
 
 
 def _check_names(metrics: dict[str, Any], path: Path) -> None:
@@ -244,9 +229,10 @@ def write_report(runs_dir: str | Path | Sequence[str | Path], out_dir: str | Pat
     runs = [r for r in found if datasets is None or r["dataset"] in datasets]
     left_out = sorted({r["dataset"] for r in found} - {r["dataset"] for r in runs})
     if not runs:
-        raise MedsegError(f"no evaluated runs found (expected {RUN_GLOB.replace('*', '<x>', 3)} for "
-                          f"{', '.join(datasets) if datasets is not None else 'any dataset'}; run `medseg evaluate` "
-                          "first)", runs_dir if isinstance(runs_dir, str | Path) else ", ".join(map(str, runs_dir)))
+        wanted = ", ".join(datasets) if datasets is not None else "any dataset"
+        raise MedsegError("no evaluated runs found (expected <dataset>/<init>/<profile>/<mode>/<strategy>/eval/"
+                          f"metrics.json for {wanted}; run `medseg evaluate` first)",
+                          runs_dir if isinstance(runs_dir, str | Path) else ", ".join(map(str, runs_dir)))
     reference = load_reference()
     compared = comparison_rows(entries(runs), reference, compare_average)
     inputs = [runs_dir] if isinstance(runs_dir, str | Path) else list(runs_dir)

@@ -7,7 +7,6 @@ the dataset's own numbers. Prompted models write each prompted object with its p
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from medseg.data.classes import ClassMap
+from medseg.train.fingerprint import file_sha256
 
 IDENTITY_KEYS = ("strategy", "mode", "init", "profile", "dataset", "epoch", "val_dice", "random_init",
                  "synthetic_data", "zeroshot")
@@ -72,14 +72,6 @@ def value_table(model: PredictModel) -> np.ndarray:
     return np.asarray(model.values, dtype=np.uint8)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def identity(model: PredictModel) -> dict[str, Any]:
     """Which model this is: its recorded run (strategy, mode, init, dataset...), whether it is random init or
     trained on synthetic data (``None``: not recorded), the file and its SHA-256."""
@@ -89,7 +81,7 @@ def identity(model: PredictModel) -> dict[str, Any]:
     if recorded["synthetic_data"] is None and recorded["dataset"] == "sample":
         recorded["synthetic_data"] = True  # the sample alias accepts only the synthetic phantom
     return {**recorded, "backbone": getattr(model.module, "backbone", None), "image_size": model.image_size,
-            "path": str(model.path), "sha256": sha256(model.path)}
+            "path": str(model.path), "sha256": file_sha256(model.path)}
 
 
 def description(facts: dict[str, Any]) -> str:

@@ -29,12 +29,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else exc.__class__.__name__
 
 
-def safe_load(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; any failure is a one-line error naming the file."""
+def safe_load(path: str | Path, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True``; any failure is a one-line error naming the file. ``mmap``: map
+    the file instead of reading it (to read a large file's metadata; a file of torch's pre-1.6 format, which
+    cannot be mapped, is read whole)."""
     path = Path(path)
     if not path.is_file():
         raise MedsegError("checkpoint not found", path)
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                pass  # not mappable: read it whole below
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickled code, foreign format
         raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
@@ -203,13 +210,7 @@ def _header(payload: Any, path: str | Path) -> dict[str, Any]:
 def exported_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of an exported checkpoint (its run: mode, init, profile...), read without building the model
     (memory-mapped: a large checkpoint is not read whole)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MedsegError("checkpoint not found", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
+    payload = safe_load(path, mmap=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise MedsegError(f"not a {CHECKPOINT_FORMAT} checkpoint", path)
     metadata = _field(payload, "metadata", path, lambda v: isinstance(v, dict), "a dict", {})

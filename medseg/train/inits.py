@@ -76,29 +76,11 @@ def init_file(init: str, folder: Path, backbone: str) -> Path:
                       f"{PRODUCERS[init]})", folder)
 
 
-def _load_unmapped(path: Path) -> Any:
-    import torch
-
-    from medseg.models.checkpoints import first_line
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
-
-
 def _recorded(path: Path, backbone: str) -> bool:
     """Whether a pretrained file says its pretraining began from random init; refuses another backbone's."""
-    import torch
+    from medseg.models.checkpoints import safe_load
 
-    from medseg.models.checkpoints import first_line
-
-    try:  # memory-mapped: only the metadata is read (files of torch's pre-1.6 format cannot be mapped)
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        payload = _load_unmapped(path)
-    except Exception as exc:
-        raise MedsegError(f"cannot load checkpoint safely ({first_line(exc)})", path) from exc
+    payload: Any = safe_load(path, mmap=True)  # only the metadata is read
     if not isinstance(payload, dict) or not isinstance(payload.get("metadata"), dict):
         return False  # a release file (MedSAM's): plain weights, no pretraining record
     recorded = payload.get("backbone")
