@@ -4,6 +4,10 @@ stacks (one PNG per DICOM file) and label volumes resampled onto the series.
 Frames are placed by geometry: each 2D frame's pixels are mapped through its plane (position,
 orientation, pixel spacing; the referenced source slice's plane for SEG frames) into the RAS+ voxel
 grid of the image volume, so masks follow the image whatever order or orientation the files have.
+highdicom decodes DICOM-SEG (bit-packed, fractional and label-map frames, segment numbers, frames by
+source instance or stacked by plane position); medseg checks what it does not: every referenced
+instance is in the series, frames keep their source's spatial locations and size, and every frame
+lands on the image grid inside the volume.
 """
 
 from __future__ import annotations
