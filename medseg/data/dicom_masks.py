@@ -4,11 +4,16 @@ stacks (one PNG per DICOM file) and label volumes resampled onto the series.
 Frames are placed by geometry: each 2D frame's pixels are mapped through its plane (position,
 orientation, pixel spacing; the referenced source slice's plane for SEG frames) into the RAS+ voxel
 grid of the image volume, so masks follow the image whatever order or orientation the files have.
+highdicom decodes DICOM-SEG (bit-packed, fractional and label-map frames, segment numbers, frames by
+source instance or stacked by plane position); medseg checks what it does not: every referenced
+instance is in the series, frames keep their source's spatial locations and size, and every frame
+lands on the image grid inside the volume.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,88 +236,114 @@ def png_stack_mask(folder: Path, root: Path, headers: list[SliceHeader], image: 
     return mask
 
 
-def _group(item: Any, shared: Any, name: str) -> Any:
-    """The first item of a functional group sequence, per-frame first, else shared; None if absent."""
-    for source in (item, shared):
-        sequence = source.get(name) if source is not None else None
-        if sequence:
-            return sequence[0]
-    return None
-
-
 def _read_seg(path: Path) -> Any:
+    """A DICOM-SEG file as a highdicom ``Segmentation`` (which parses its frames, segments and references)."""
+    import highdicom as hd
     import pydicom
 
     try:
-        seg = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types for corrupt files
         raise MedsegError(f"cannot read DICOM-SEG file ({exc.__class__.__name__})", path) from exc
-    if seg.get("SOPClassUID") not in SEG_STORAGE:
-        raise MedsegError(f"not a DICOM-SEG file (SOP class {seg.get('SOPClassUID')})", path)
+    if ds.get("SOPClassUID") not in SEG_STORAGE:
+        raise MedsegError(f"not a DICOM-SEG file (SOP class {ds.get('SOPClassUID')})", path)
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as exc:  # missing sequences, bad values
+        raise MedsegError(f"cannot read DICOM-SEG file ({_brief(exc)})", path) from exc
+    if max(seg.segment_numbers, default=0) > 255:
+        raise MedsegError("segment numbers above 255 are not supported", path)
     return seg
 
 
-def _seg_frames(seg: Any, items: list[Any], shared: Any, path: Path) -> np.ndarray:
-    """Frames as segment numbers: binary/fractional frames carry their segment's number, label-map
-    frames hold segment numbers already."""
+def _brief(exc: Exception) -> str:
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _frame_sources(seg: Any, path: Path) -> list[list[str]]:
+    """The source instances each frame references (empty: none); a frame whose spatial locations are not
+    those of its source is refused (highdicom silently drops frames that do not say either way)."""
+    sources = []
+    for item in seg.get("PerFrameFunctionalGroupsSequence") or []:
+        references = [s for d in (item.get("DerivationImageSequence") or []) for s in (d.get("SourceImageSequence")
+                                                                                           or [])]
+        if any(s.get("SpatialLocationsPreserved", "YES") != "YES" for s in references):
+            raise MedsegError("a segmentation frame does not preserve its source image's spatial locations", path)
+        sources.append([str(s.ReferencedSOPInstanceUID) for s in references])
+    return sources
+
+
+def _segment_stack(read: Callable[..., np.ndarray], seg: Any, path: Path) -> np.ndarray:
+    """Frames as segment numbers (the higher number wins where segments overlap) from one of highdicom's
+    readers (``read(**options)``, frames first); fractional segments count where above one half."""
     try:
-        pixels = np.asarray(seg.pixel_array).reshape(-1, int(seg.Rows), int(seg.Columns))
-    except Exception as exc:  # missing decoders, short pixel data
-        raise MedsegError(f"cannot decode segmentation frames ({exc.__class__.__name__}: {exc})", path) from exc
-    if len(pixels) != len(items):
-        raise MedsegError(f"{len(pixels)} frames but {len(items)} per-frame descriptions", path)
-    kind = str(seg.get("SegmentationType", "BINARY"))
-    if kind == "LABELMAP":
-        return pixels
-    if kind == "FRACTIONAL":
-        pixels = pixels > float(seg.get("MaximumFractionalValue", 255)) / 2
-    numbers = []
-    for item in items:
-        identification = _group(item, shared, "SegmentIdentificationSequence")
-        if identification is None:
-            raise MedsegError("a segmentation frame names no segment", path)
-        numbers.append(int(identification.ReferencedSegmentNumber))
-    return (pixels > 0) * np.asarray(numbers, dtype=np.int64)[:, None, None]
+        if str(seg.SegmentationType) != "FRACTIONAL":
+            return read(combine_segments=True, skip_overlap_checks=True, dtype=np.uint8)
+        stack = None
+        for number in sorted(seg.segment_numbers):
+            inside = read(segment_numbers=[number], rescale_fractional=True)[..., 0] > 0.5
+            stack = np.zeros(inside.shape, np.uint8) if stack is None else stack
+            stack[inside] = number
+        return np.zeros((0, int(seg.Rows), int(seg.Columns)), np.uint8) if stack is None else stack
+    except MedsegError:
+        raise
+    except Exception as exc:  # missing decoders, short pixel data, inconsistent frame descriptions
+        raise MedsegError(f"cannot decode segmentation frames ({_brief(exc)})", path) from exc
 
 
-def _frame_plane(item: Any, shared: Any, series: dict[str, SliceHeader], seg: Any, path: Path) -> Plane:
-    """A SEG frame's plane: its referenced source slice's, else its own plane position."""
+def _by_source(seg: Any, headers: list[SliceHeader], path: Path) -> list[tuple[np.ndarray, Plane]]:
+    """Frames on the planes of the source slices they reference."""
     shape = (int(seg.Rows), int(seg.Columns))
-    derivations = (item.get("DerivationImageSequence") or []) if item is not None else []
-    sources = [str(s.ReferencedSOPInstanceUID) for d in derivations for s in (d.get("SourceImageSequence") or [])]
-    known = [series[uid] for uid in sources if uid in series]
-    if sources and not known:
-        raise MedsegError(f"segmentation frame references instance {sources[0]}, which is not in the image series",
-                          path)
-    if known:
-        if known[0].plane.shape != shape:
+    for header in headers:
+        if header.plane.shape != shape:
             raise MedsegError(f"segmentation frame size {shape} differs from its source image "
-                              f"{known[0].path.name} {known[0].plane.shape}", path)
-        return known[0].plane
-    references = {h.frame_of_reference for h in series.values()}
-    if str(seg.get("FrameOfReferenceUID", "")) not in references:
+                              f"{header.path.name} {header.plane.shape}", path)
+    frames = _segment_stack(lambda **options: seg.get_pixels_by_source_instance(
+        [h.uid for h in headers], ignore_spatial_locations=True, assert_missing_frames_are_empty=True, **options),
+        seg, path)
+    return list(zip(frames, [h.plane for h in headers], strict=True))
+
+
+def _by_position(seg: Any, headers: list[SliceHeader], path: Path) -> list[tuple[np.ndarray, Plane]]:
+    """Frames on their own planes: highdicom stacks them into a regular volume (empty planes filled in)."""
+    if str(seg.get("FrameOfReferenceUID", "")) not in {h.frame_of_reference for h in headers}:
         raise MedsegError("segmentation has no source references and another frame of reference", path)
-    position = _group(item, shared, "PlanePositionSequence")
-    orientation = _group(item, shared, "PlaneOrientationSequence")
-    measures = _group(item, shared, "PixelMeasuresSequence")
-    if position is None or orientation is None or measures is None:
-        raise MedsegError("segmentation frame has neither a source image reference nor a plane position", path)
-    return _plane(position.ImagePositionPatient, orientation.ImageOrientationPatient, measures.PixelSpacing,
-                  shape, path)
+    try:
+        geometry = seg.get_volume_geometry()
+    except Exception as exc:  # no plane positions at all
+        raise MedsegError(f"segmentation frame has neither a source image reference nor a plane position "
+                          f"({_brief(exc)})", path) from exc
+    if geometry is None:
+        raise MedsegError("segmentation frames reference no source images and do not form a regular stack "
+                          "of planes", path)
+    frames = _segment_stack(lambda **options: seg.get_volume(**options).array, seg, path)
+    affine = np.asarray(geometry.affine, dtype=float)
+    column_step, row_step = affine[:3, 2], affine[:3, 1]  # LPS mm to the next column, to the next row
+    spacing = (float(np.linalg.norm(row_step)), float(np.linalg.norm(column_step)))
+    orientation = np.concatenate([column_step / spacing[1], row_step / spacing[0]])
+    return [(frame, _plane(affine[:3, 3] + k * affine[:3, 0], orientation, spacing, frame.shape, path))
+            for k, frame in enumerate(frames)]
 
 
 def seg_mask(path: Path, headers: list[SliceHeader], image: Volume) -> np.ndarray:
-    """Segment numbers on the image grid from a DICOM-SEG (the higher number wins where segments overlap)."""
+    """Segment numbers on the image grid from a DICOM-SEG (the higher number wins where segments overlap).
+    Frames that reference source slices lie on those slices' planes; otherwise on their own plane positions
+    (same frame of reference as the series). Either way every frame must fall on the image grid."""
     seg = _read_seg(path)
-    shared = _group(seg, None, "SharedFunctionalGroupsSequence")
-    items = list(seg.get("PerFrameFunctionalGroupsSequence") or [None] * int(seg.get("NumberOfFrames", 1)))
-    frames = _seg_frames(seg, items, shared, path)
-    if frames.max(initial=0) > 255:
-        raise MedsegError("segment numbers above 255 are not supported", path)
     series = {h.uid: h for h in headers}
+    sources = _frame_sources(seg, path)
+    for references in sources:
+        if references and not any(uid in series for uid in references):
+            raise MedsegError(f"segmentation frame references instance {references[0]}, which is not in the "
+                              "image series", path)
+    if sources and all(sources):
+        referenced = {uid for references in sources for uid in references}
+        placed = _by_source(seg, [h for h in headers if h.uid in referenced], path)
+    else:
+        placed = _by_position(seg, headers, path)
     mask = np.zeros(image.array.shape, dtype=np.uint8)
-    for frame, item in zip(frames, items, strict=True):
-        _put(mask, frame.astype(np.uint8), _frame_plane(item, shared, series, seg, path), image, path)
+    for frame, plane in placed:
+        _put(mask, frame.astype(np.uint8), plane, image, path)
     return mask
 
 

@@ -1,5 +1,6 @@
 """Models and runners for the ``medseg predict`` tests: a 1-epoch fine-tuned SAM (automated, records its
-protocol), a tiny UNet baseline, a point model and original SAM with box prompts (records no protocol)."""
+protocol), a tiny UNet baseline, an nnU-Net (planned, random init), a point model and original SAM with box
+prompts (records no protocol)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def unet_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_checkpoint(BaselineSegmenter(baseline, 64, 2), path, baseline_spec(baseline),
                       metadata("automated", strategy="unet", init="scratch", random_init=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def nnunet_model(ingested_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nnU-Net's own 2d plans for the phantom's slices with a random-init network (no training; flagged)."""
+    from nnunet_model import plan_random_init_nnunet
+
+    root = tmp_path_factory.mktemp("nnunet_model")
+    return plan_random_init_nnunet(ingested_sample, root / "work", root / "model" / "model.pt")
 
 
 @pytest.fixture(scope="session")
