@@ -1,5 +1,6 @@
 """The ``medseg`` tools that are not pipeline steps (registry, parameter counts, profiles, compiling the
-Kubeflow pipelines, pulling a commit's DVC data, predicting on new scans), and what every subcommand shares."""
+Kubeflow pipelines, pulling a commit's DVC data, predicting on new scans, serving a model), and what every
+subcommand shares."""
 
 from __future__ import annotations
 
@@ -170,6 +171,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from medseg.infer.replay import ProtocolChoice
+    from medseg.names import check_name
+    from medseg.serve.server import ServeSettings, serve
+
+    settings = ServeSettings(
+        model=Path(model_file(args.model)), name=check_name(args.name or "medseg", "--name"),
+        host=args.host or "127.0.0.1", port=_whole_number(args.port, "--port", 1, 65535) or 8080,
+        device=args.device or "auto", batch_size=_whole_number(args.batch_size, "--batch-size", 1) or 8,
+        protocol=ProtocolChoice(window=tuple(args.window) if args.window else None, min_max=args.min_max,
+                                max_voxels=_whole_number(args.max_voxels, "--max-voxels", 1)))
+    serve(settings)
+    return 0
+
+
 def model_file(model: str) -> str:
     """``--model``: the exported file, or a run folder holding it (a Kubeflow ``Model`` artifact)."""
     return str(Path(model) / "model.pt") if Path(model).is_dir() else model
@@ -244,6 +260,17 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
            ("--slice-axis", "models recording no protocol: RAS+ axis to slice volumes along (default 2, axial)",
             "optional"),
            ("--max-voxels", "refuse inputs larger than this (default: the model's ingest.max_voxels)", "optional"))),
+         ("serve", _serve, "serve an exported model over KServe's open inference protocol (v2) on a local port",
+          (("--model", "exported model.pt, or the folder holding it (e.g. /mnt/models)"),
+           ("--name", "model name in the URLs, /v2/models/<name>/infer (default: medseg)", "optional"),
+           ("--host", "address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 in a pod)", "optional"),
+           ("--port", "HTTP port (default 8080)", "optional"),
+           ("--device", "auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "optional"),
+           ("--batch-size", "slices per forward pass (default 8)", "optional"),
+           ("--window", "models recording no protocol: intensity window LOW HIGH mapped to 0-255", "pair"),
+           ("--min-max", "models recording no protocol: per-image min-max to 0-255", "switch"),
+           ("--max-voxels", "refuse requests with more image values than this (default: the model's "
+                            "ingest.max_voxels)", "optional"))),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
          ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
           (("--name", "profile name, or a YAML file of params.yaml overrides"),

@@ -25,8 +25,8 @@ def _inputs(slices: np.ndarray, rows: list[int], device: torch.device) -> torch.
 
 @torch.no_grad()
 def segment(model: PredictModel, slices: np.ndarray, prompts: list[SlicePrompt] | None, batch_size: int,
-            device: torch.device, desc: str) -> np.ndarray:
-    """Label slices (N, S, S) uint8 of ``slices`` (N, S, S) uint8."""
+            device: torch.device, desc: str, progress: bool = True) -> np.ndarray:
+    """Label slices (N, S, S) uint8 of ``slices`` (N, S, S) uint8 (``progress``: show a progress bar)."""
     from tqdm import tqdm
 
     model.module.to(device)
@@ -35,7 +35,7 @@ def segment(model: PredictModel, slices: np.ndarray, prompts: list[SlicePrompt] 
     for prompt in prompts or []:
         by_slice[prompt.slice].append(prompt)
     rows = list(range(len(slices))) if prompts is None else sorted(by_slice)
-    with tqdm(total=len(rows), desc=desc, unit="slice") as progress:
+    with tqdm(total=len(rows), desc=desc, unit="slice", disable=not progress) as bar:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             if prompts is None:
@@ -43,7 +43,7 @@ def segment(model: PredictModel, slices: np.ndarray, prompts: list[SlicePrompt] 
             else:
                 labels[batch] = _prompted(model, _inputs(slices, batch, device), [by_slice[row] for row in batch],
                                           batch_size)
-            progress.update(len(batch))
+            bar.update(len(batch))
     return labels
 
 

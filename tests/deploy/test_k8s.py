@@ -109,7 +109,12 @@ def test_manifests_exist() -> None:
 
 
 def schema_checked(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The document itself, or for a PyTorchJob each replica's pod template as a core ``PodTemplate``."""
+    """The document itself, or for a PyTorchJob each replica's pod template as a core ``PodTemplate`` (KServe's
+    kinds: their pod parts, ``tests/deploy/kserve_schema.py``)."""
+    if doc.get("apiVersion", "").startswith("serving.kserve.io/"):
+        from kserve_schema import kserve_pod_templates
+
+        return kserve_pod_templates(doc)
     if doc.get("apiVersion") != TRAINING_OPERATOR:
         return [doc]
     assert doc["kind"] == "PyTorchJob", f"unexpected custom resource {doc['kind']}"

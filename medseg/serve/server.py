@@ -1,0 +1,105 @@
+"""``medseg serve``: one exported model on a local port, with KServe's model server (REST, one worker).
+
+kserve 0.21's REST server always binds ``0.0.0.0``; :class:`BoundModelServer` binds the host asked for
+(``127.0.0.1`` by default: the machine itself only) and refuses the model repository's load/unload calls
+(the server holds one model, loaded once before it listens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import MedsegError
+from medseg.infer.replay import ProtocolChoice
+from medseg.serve.predictor import ModelRepositoryExtension, SegmentationPredictor, kserve
+
+LOG = logging.getLogger("medseg.serve")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``medseg serve`` was asked to do."""
+
+    model: Path
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    device: str = "auto"
+    batch_size: int = 8
+    protocol: ProtocolChoice = field(default_factory=ProtocolChoice)
+
+
+class _OneModelRepository(ModelRepositoryExtension):  # type: ignore[misc]
+    """The repository extension's index, without load/unload: the served model is fixed at start."""
+
+    async def load(self, model_name: str) -> None:
+        raise NotImplementedError("medseg serve holds one model, loaded at start; restart it to serve another")
+
+    async def unload(self, model_name: str) -> None:
+        raise NotImplementedError("medseg serve holds one model, loaded at start; stop the server instead")
+
+
+class BoundModelServer(kserve.ModelServer):  # type: ignore[misc]
+    """KServe's ``ModelServer`` on one host and port: REST only, one worker."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(http_port=port, workers=1, enable_grpc=False, enable_docs_url=False)
+        self.host = host
+        self.model_repository_extension = _OneModelRepository(model_registry=self.registered_models)
+
+    def start(self, models: list[Any]) -> None:
+        """Register the (loaded) models and serve until a signal stops the server."""
+        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+        from kserve.protocol.rest.server import RESTServer
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = RESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
+                                       self.http_port, workers=1, grace_period=self.grace_period,
+                                       event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server.config.host = self.host
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a host this machine cannot bind or a port already in use, before the model is loaded."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        problem = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        raise MedsegError(f"--host {host} --port {port}: the address {problem}") from exc
+
+
+def _log_to_stderr() -> None:
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+
+
+def serve(settings: ServeSettings) -> None:
+    """Load the model once, then answer the open inference protocol on ``host:port`` until stopped."""
+    from medseg.serve.inference import load_served
+
+    check_port(settings.host, settings.port)
+    _log_to_stderr()
+    server = BoundModelServer(settings.host, settings.port)
+    predictor = SegmentationPredictor(settings.name, lambda: load_served(
+        settings.model, settings.protocol, settings.device, settings.batch_size))
+    predictor.load()
+    LOG.info("medseg serve: model '%s' at http://%s:%d/v2/models/%s (open inference protocol)", settings.name,
+             settings.host, settings.port, settings.name)
+    server.start([predictor])

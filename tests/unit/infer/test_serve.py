@@ -1,0 +1,177 @@
+"""``medseg serve``: a real server on 127.0.0.1 (tiny random-init models), health and metadata, masks equal to
+what ``medseg predict`` writes for the same image, honest model labels, a 400 with one clear line for each bad
+request, the model loaded once; request decoding and scaling checked in process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from predict_helpers import MIN_MAX, Threshold, to_uint8_threshold
+from serve_helpers import Served, free_port, mask_of, serving, tensor
+
+from medseg.cli import main
+from medseg.errors import MedsegError
+from medseg.infer.model import PredictModel
+from medseg.serve.tensors import Tensor, parse_request
+
+IMAGE = np.random.default_rng(7).integers(0, 255, (40, 50), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def unet_server(unet_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(unet_model, tmp_path_factory.mktemp("serve") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def point_server(point_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(point_model, tmp_path_factory.mktemp("serve") / "server.log") as server:
+        yield server
+
+
+def _predicted(model: Path, image: np.ndarray, folder: Path, *extra: str) -> np.ndarray:
+    """What ``medseg predict`` writes for ``image`` saved as a PNG."""
+    folder.mkdir()
+    Image.fromarray(image).save(folder / "scan.png")
+    assert main(["predict", "--model", str(model), "--input", str(folder / "scan.png"), "--out",
+                 str(folder / "out"), *extra]) == 0
+    return np.asarray(Image.open(folder / "out" / "scan_mask.png"))
+
+
+def test_health_readiness_and_metadata(unet_server: Served) -> None:
+    assert unet_server.get("/v2/health/live") == (200, {"live": True})
+    assert unet_server.get("/v2/health/ready") == (200, {"ready": True})
+    assert unet_server.get("/v2/models/medseg/ready") == (200, {"name": "medseg", "ready": True})
+    code, metadata = unet_server.get("/v2/models/medseg")
+    assert code == 200 and [i["name"] for i in metadata["inputs"]] == ["image"]
+    assert metadata["outputs"] == [{"name": "mask", "datatype": "UINT8", "shape": [-1, -1, -1]}]
+    assert unet_server.get("/v2/models/other/ready")[0] == 404
+
+
+def test_a_mask_equals_what_predict_writes_and_names_the_model(unet_server: Served, unet_model: Path,
+                                                               tmp_path: Path) -> None:
+    other = IMAGE[::-1].copy()
+    expected = [_predicted(unet_model, image, tmp_path / name) for image, name in ((IMAGE, "a"), (other, "b"))]
+    code, body = unet_server.infer([tensor("image", IMAGE, "UINT8")])
+    assert code == 200, body
+    assert np.array_equal(mask_of(body), expected[0][None])
+    code, body = unet_server.infer([tensor("image", np.stack([IMAGE, other]).astype(np.float32), "FP32")])
+    assert code == 200 and np.array_equal(mask_of(body), np.stack(expected))  # each image scaled on its own
+    params = body["parameters"]
+    assert (params["strategy"], params["mode"], params["dataset"]) == ("unet", "automated", "sample")
+    assert params["random_init"] is False and params["synthetic_data"] is True
+    assert "SYNTHETIC DATA" in params["description"] and "synthetic data" in params["warnings"]
+    assert json.loads(body["outputs"][0]["parameters"]["labels"]) == {"0": "background", "1": "lesion"}
+
+
+BAD_REQUESTS = [
+    ([], "missing input 'image'"),
+    ([{"name": "img", "datatype": "UINT8", "shape": [2, 2], "data": [0, 1, 2, 3]}], "unknown input 'img'"),
+    ([{"name": "image", "datatype": "UINT8", "shape": [4], "data": [0, 1, 2, 3]}], "has shape [4]; expected 2-D"),
+    ([{"name": "image", "datatype": "UINT8", "shape": [2, 3], "data": [0, 1, 2, 3]}], "data do not match shape"),
+    ([{"name": "image", "datatype": "BYTES", "shape": [1, 1], "data": ["a"]}], "has datatype 'BYTES'"),
+    ([{"name": "image", "datatype": "FP32", "shape": [1, 2], "data": [0, float("nan")]}], "NaN or infinite"),
+    ([{"name": "image", "datatype": "UINT8", "shape": [1, 2], "data": [0, 300]}], "data do not match"),
+    ([{"name": "image", "datatype": "UINT8", "shape": [20000, 20000], "data": [0]}], "too large: 400000000 values"),
+    ([{"name": "image", "datatype": "UINT8", "shape": [1, 1], "data": [0]},
+      {"name": "boxes", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}], "automated and takes no prompts"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "message"), BAD_REQUESTS)
+def test_a_bad_request_is_a_400_with_one_clear_line(unet_server: Served, inputs: list, message: str) -> None:
+    code, body = unet_server.infer(inputs)
+    assert code == 400 and message in body["error"] and "\n" not in body["error"], body
+
+
+def test_malformed_bodies_and_v1_calls_are_4xx_and_the_model_is_loaded_once(unet_server: Served) -> None:
+    assert unet_server.post("/v2/models/medseg/infer", b"{not json")[0] == 422
+    assert unet_server.infer([tensor("image", IMAGE, "UINT8")], volume="yes")[0] == 400
+    code, body = unet_server.post("/v1/models/medseg:predict", {"instances": [[1, 2]]})
+    assert code == 400 and "open inference protocol (v2)" in body["error"]
+    code, body = unet_server.post("/v2/repository/models/medseg/load", {})
+    assert code == 501 and "loaded at start" in body["error"]
+    assert unet_server.get("/v2/models/medseg/ready")[0] == 200  # still served
+    log = unet_server.log.read_text()
+    assert log.count("medseg serve: loaded ") == 1 and '" 500' not in log  # loaded once; no request was a 500
+
+
+def test_a_point_model_takes_points_as_predict_takes_a_prompts_file(point_server: Served, point_model: Path,
+                                                                    tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"prompts": [{"point": [10, 10]}, {"point": [37, 30], "label": 2}]}))
+    expected = _predicted(point_model, IMAGE, tmp_path / "a", "--prompts", str(prompts))
+    code, body = point_server.infer([tensor("image", IMAGE, "UINT8"),
+                                     tensor("points", np.array([[10, 10], [37, 30]], np.float32), "FP32"),
+                                     tensor("prompt_label", np.array([1, 2]), "INT64")])
+    assert code == 200, body
+    assert np.array_equal(mask_of(body), expected[None])
+    assert body["parameters"]["mode"] == "point" and body["parameters"]["random_init"] is True
+    code, metadata = point_server.get("/v2/models/medseg")
+    assert [i["name"] for i in metadata["inputs"]] == ["image", "points", "prompt_image", "prompt_label"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "the model takes point prompts: give input 'points'"),
+    ([tensor("boxes", np.zeros((1, 4)), "FP32")], "takes point prompts (input 'points'), not 'boxes'"),
+    ([tensor("points", np.array([[50.0, 3.0]]), "FP32")], "points[0] [50.0, 3.0] lies outside the image (width 50"),
+    ([tensor("points", np.array([[1.0, 3.0]]), "FP32"), tensor("prompt_label", np.array([0]), "INT32")],
+     "'prompt_label' values must lie in 1..255"),
+    ([tensor("points", np.array([[1.0, 3.0]]), "FP32"), tensor("prompt_image", np.array([1]), "INT32")],
+     "'prompt_image' values must lie in 0..0"),
+])
+def test_bad_prompts_are_a_400(point_server: Served, extra: list, message: str) -> None:
+    code, body = point_server.infer([tensor("image", IMAGE, "UINT8"), *extra])
+    assert code == 400 and message in body["error"], body
+
+
+def _tensor(name: str, array: np.ndarray, datatype: str = "FP32") -> Tensor:
+    return Tensor(name, datatype, array.shape, lambda: array)
+
+
+def test_volume_scales_the_slices_together_per_image_scales_each(tmp_path: Path) -> None:
+    from medseg.serve.inference import Served as Loaded
+    from medseg.serve.inference import segment_request
+
+    model = PredictModel(Threshold(64), tmp_path / "m.pt", {}, (0, 1), {0: "background", 1: "lesion"})
+    loaded = Loaded(model, {}, MIN_MAX, "model", torch.device("cpu"), 4)
+    stack = np.stack([np.linspace(0, 100, 64 * 64), np.linspace(0, 1000, 64 * 64)]).reshape(2, 64, 64)
+    for volume, expected in ((False, [to_uint8_threshold(s, None) for s in stack]),
+                             (True, to_uint8_threshold(stack, None))):
+        request = parse_request([_tensor("image", stack)], {"volume": volume}, "automated", 2**20)
+        assert np.array_equal(segment_request(loaded, request), np.asarray(expected))
+    assert segment_request(loaded, request)[0].sum() == 0  # together: the first slice stays below the threshold
+
+
+def test_every_image_needs_a_prompt_unless_they_are_one_volume() -> None:
+    images, points = _tensor("image", np.zeros((2, 8, 8))), _tensor("points", np.array([[1.0, 2.0]]))
+    with pytest.raises(MedsegError, match="image 1 of 2 has no prompt"):
+        parse_request([images, points], {}, "point", 2**20)
+    request = parse_request([images, points], {"volume": True}, "point", 2**20)
+    assert request.prompts is not None and [p.image for p in request.prompts] == [0]
+    with pytest.raises(MedsegError, match=r"boxes\[0\].*corners must be x0 <= x1"):
+        parse_request([images, _tensor("boxes", np.array([[3.0, 0, 1, 1]]))], {"volume": True}, "box", 2**20)
+    with pytest.raises(MedsegError, match="given twice"):
+        parse_request([images, images], {}, "automated", 2**20)
+
+
+def test_serve_refuses_a_busy_port_and_a_model_without_protocol(unet_model: Path, box_model: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert main(["serve", "--model", str(unet_model), "--port", str(port)]) == 2
+    assert f"--port {port}: the address is already in use" in capsys.readouterr().err
+    assert main(["serve", "--model", str(box_model), "--port", str(free_port())]) == 2
+    assert "records no ingestion protocol" in capsys.readouterr().err
+    assert main(["serve", "--model", str(unet_model), "--name", "../x"]) == 2
+    assert "--name '../x' is not a valid name" in capsys.readouterr().err
