@@ -85,10 +85,15 @@ def _bump_args(root: Path, name: str, version: str | None, bump: str | None) -> 
     """GTO's version arguments: an explicit version, else a bump of the latest registered one (the first
     version of an artifact is GTO's first, v0.0.1)."""
     from gto.api import find_latest_version
+    from gto.exceptions import ArtifactNotFound
 
     if version is not None:
         return {"version": check_version(version)}
-    if find_latest_version(str(root), name, registered_only=True) is None:
+    try:
+        latest = find_latest_version(str(root), name, registered=True)
+    except ArtifactNotFound:  # no tag names it yet
+        latest = None
+    if latest is None:
         return {}
     return {f"bump_{bump}": True}
 
