@@ -34,8 +34,9 @@ from medseg.params_registry import STAGE
 FORMAT = "medseg.registry/1"
 RECORD = "registry.json"
 MODEL_FILES = ("model.pt", "encoder.pt", "weights.pt")
-GIT_URL = re.compile(r"(https://|ssh://|file:///)[^\s#@'\"\\]*(@[^\s#@/'\"\\]+[^\s#@'\"\\]*)?\Z"
-                     r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s#@'\"\\]+\Z")
+GIT_URL = re.compile(r"(https|ssh)://[A-Za-z0-9][^\s#'\"\\]*\Z"  # user:token@ allowed (never recorded)
+                     r"|file:///[^\s#@'\"\\]*\Z"
+                     r"|[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:[^\s#@'\"\\]+\Z")  # git@host:org/repo.git
 URI = re.compile(r"dvc\+(?P<repo>[^#]+)#(?P<name>[^#@]+)@(?P<ref>[^#@]+)\Z")
 
 
@@ -79,7 +80,7 @@ def _clone(uri: ModelUri, into: Path) -> Path:
     clone = into / "repo"
     done = git(["clone", "--quiet", "--", uri.repo, str(clone)], into)
     if done.returncode:
-        detail = " ".join(done.stderr.decode(errors="replace").split())[-300:]
+        detail = " ".join(done.stderr.decode(errors="replace").replace(uri.repo, public_url(uri.repo)).split())[-300:]
         raise MedsegError(f"cannot clone {public_url(uri.repo)}: {detail}")
     return clone
 
@@ -137,7 +138,8 @@ def verify(path: Path, artifact: Committed) -> dict[str, Any]:
         state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
         _tensors(state, path)
         return {}
-    _, metadata = load_exported(path)
+    module, recorded = load_exported(path)
+    metadata = {**recorded, "mode": str(module.mode)}  # the mode is the architecture's, not a metadata entry
     wrong = [f"{axis} {metadata.get(axis)!r} (declared {artifact.meta[axis]!r})" for axis in AXES
              if axis in artifact.meta and metadata.get(axis) != artifact.meta[axis]]
     if wrong:
