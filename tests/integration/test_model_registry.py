@@ -113,6 +113,9 @@ def test_register_promote_fetch_by_stage_and_predict(project: Path, ingested_sam
     assert record["commit"] == _git(project, "rev-parse", "HEAD") and record["synthetic_data"] is True
     assert dvc_hash(dest / "model.pt") == record["dvc_md5"] == dvc_hash(project / MODEL)
 
+    run_tool(["dvc", "artifacts", "get", f"file://{project}", NAME, "--stage", "staging", "-o", "plain.pt"], tmp_path)
+    assert dvc_hash(tmp_path / "plain.pt") == record["dvc_md5"]  # what DVC itself fetches for the stage
+
     image = tmp_path / "scan.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(image)
     code, output = _medseg(capsys, "predict", "--model", str(dest), "--input", str(image),
