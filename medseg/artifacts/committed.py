@@ -4,6 +4,7 @@ version of its file that DVC pins (dvc.lock or ``<path>.dvc``) and its metrics."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -12,6 +13,8 @@ import yaml
 
 from medseg.errors import MedsegError
 from medseg.gitread import committed_file
+
+Reader = Callable[[str, str], "bytes | None"]  # (commit, path) -> the file's content at the commit, or None
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,26 @@ class Committed:
         return str(self.meta.get("kind") or "finetuned")
 
 
-def _yaml_at(root: Path, commit: str, path: str) -> Any:
-    content = committed_file(root, commit, path)
+def reader_for(source: Path | Reader) -> Reader:
+    """How to read committed files: with the git command in a checkout, or a given reader (``scm_reader``)."""
+    if isinstance(source, Path):
+        return lambda commit, path: committed_file(source, commit, path)
+    return source
+
+
+def scm_reader(scm: Any) -> Reader:
+    """Committed files through scmrepo (dulwich or libgit2: no git command needed, as in the image)."""
+    def read(commit: str, path: str) -> bytes | None:
+        fs = scm.get_fs(commit)
+        if not fs.isfile(path):
+            return None
+        with fs.open(path, "rb") as handle:
+            return bytes(handle.read())
+    return read
+
+
+def _yaml_at(source: Path | Reader, commit: str, path: str) -> Any:
+    content = reader_for(source)(commit, path)
     if content is None:
         return None
     try:
@@ -41,7 +62,7 @@ def _yaml_at(root: Path, commit: str, path: str) -> Any:
         raise MedsegError(f"not valid YAML ({exc.__class__.__name__})", f"{commit[:12]}:{path}") from exc
 
 
-def declaration(root: Path, commit: str, name: str) -> dict[str, Any]:
+def declaration(root: Path | Reader, commit: str, name: str) -> dict[str, Any]:
     """The ``artifacts`` entry ``name`` of dvc.yaml at ``commit``."""
     loaded = _yaml_at(root, commit, "dvc.yaml")
     artifacts = loaded.get("artifacts") if isinstance(loaded, dict) else None
@@ -55,7 +76,7 @@ def declaration(root: Path, commit: str, name: str) -> dict[str, Any]:
     return entry
 
 
-def pinned_md5(root: Path, commit: str, path: str) -> tuple[str, str] | None:
+def pinned_md5(root: Path | Reader, commit: str, path: str) -> tuple[str, str] | None:
     """(md5, the file pinning it) for ``path`` at ``commit``: ``<path>.dvc``, else an output of dvc.lock."""
     pointer = _yaml_at(root, commit, f"{path}.dvc")
     if isinstance(pointer, dict):
@@ -73,7 +94,7 @@ def pinned_md5(root: Path, commit: str, path: str) -> tuple[str, str] | None:
     return None
 
 
-def committed(root: Path, commit: str, name: str) -> Committed:
+def committed(root: Path | Reader, commit: str, name: str) -> Committed:
     """Artifact ``name`` as ``commit`` declares and pins it; a one-line error when it does not."""
     entry = declaration(root, commit, name)
     path = str(PurePosixPath(entry["path"]))
@@ -86,12 +107,12 @@ def committed(root: Path, commit: str, name: str) -> Committed:
     return Committed(name, commit, path, labels, meta, pin[0], pin[1])
 
 
-def metrics_at(root: Path, commit: str, artifact: Committed) -> dict[str, Any] | None:
+def metrics_at(root: Path | Reader, commit: str, artifact: Committed) -> dict[str, Any] | None:
     """The artifact's metrics file (``meta.metrics``) at ``commit``, or None when there is none."""
     path = artifact.meta.get("metrics")
     if not isinstance(path, str):
         return None
-    content = committed_file(root, commit, str(PurePosixPath(path)))
+    content = reader_for(root)(commit, str(PurePosixPath(path)))
     if content is None:
         return None
     try:

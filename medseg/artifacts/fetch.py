@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from medseg.artifacts.committed import Committed, committed
+from medseg.artifacts.committed import Committed, committed, scm_reader
 from medseg.artifacts.declare import AXES, check_artifact_name
-from medseg.artifacts.publish import VERSION, version_commit
+from medseg.artifacts.publish import VERSION
 from medseg.errors import MedsegError
-from medseg.gitread import git
 from medseg.params_registry import STAGE
 
 FORMAT = "medseg.registry/1"
@@ -76,19 +75,33 @@ def parse_uri(uri: str) -> ModelUri:
     raise MedsegError(f"{ref[:60]!r} after '@' is neither a version vX.Y.Z nor a stage name (e.g. prod)")
 
 
-def _clone(uri: ModelUri, into: Path) -> Path:
-    clone = into / "repo"
-    done = git(["clone", "--quiet", "--", uri.repo, str(clone)], into)
-    if done.returncode:
-        detail = " ".join(done.stderr.decode(errors="replace").replace(uri.repo, public_url(uri.repo)).split())[-300:]
-        raise MedsegError(f"cannot clone {public_url(uri.repo)}: {detail}")
-    return clone
+def _clone(uri: ModelUri, into: Path) -> Any:
+    """The repository cloned with its tags, through scmrepo (no git command needed)."""
+    from scmrepo.exceptions import SCMError
+    from scmrepo.git import Git
+
+    try:
+        return Git.clone(uri.repo, str(into / "repo"))
+    except (SCMError, OSError, ValueError) as exc:
+        detail = " ".join(str(exc.__cause__ or exc).replace(uri.repo, public_url(uri.repo)).split())[-300:]
+        raise MedsegError(f"cannot clone {public_url(uri.repo)}: {detail or exc.__class__.__name__}") from exc
 
 
-def resolve(clone: Path, uri: ModelUri) -> tuple[str, str]:
+def _version_commit(scm: Any, uri: ModelUri, version: str) -> str:
+    from scmrepo.exceptions import SCMError
+
+    try:
+        return str(scm.resolve_rev(f"refs/tags/{uri.name}@{version}"))
+    except SCMError as exc:
+        raise MedsegError(f"{uri.name} has no version {version} (no tag {uri.name}@{version}; `gto show "
+                          f"{uri.name}` lists its versions)", uri.shown) from exc
+
+
+def resolve(scm: Any, uri: ModelUri) -> tuple[str, str]:
     """(version, commit) the URI names: its version, or the version GTO has in its stage."""
     from gto.api import find_versions_in_stage
 
+    clone = scm.root_dir
     version = uri.version
     if version is None:
         found = find_versions_in_stage(str(clone), uri.name, uri.stage or "")
@@ -97,7 +110,10 @@ def resolve(clone: Path, uri: ModelUri) -> tuple[str, str]:
             raise MedsegError(f"no version of {uri.name} is in stage {uri.stage!r} ({uri.shown}; `gto show "
                               f"{uri.name}` lists its versions and stages)")
         version = str(found.version)
-    return version, version_commit(clone, uri.name, version)
+        if not VERSION.match(version):
+            raise MedsegError(f"stage {uri.stage!r} of {uri.name} is assigned to a commit with no registered version "
+                              f"({version[:12]}): register it, then promote the version", uri.shown)
+    return version, _version_commit(scm, uri, version)
 
 
 def _dvc_config(clone: Path, uri: ModelUri) -> dict[str, Any]:
@@ -165,11 +181,14 @@ def fetch_model(uri_text: str, dest: str | Path) -> dict[str, Any]:
     uri = parse_uri(uri_text)
     target = _check_dest(dest)
     with tempfile.TemporaryDirectory(prefix="medseg-fetch-") as scratch:
-        clone = _clone(uri, Path(scratch))
-        version, commit = resolve(clone, uri)
-        artifact = committed(clone, commit, uri.name)
-        out = Path(scratch) / PurePosixPath(artifact.path).name
-        download(clone, uri, version, out)
+        scm = _clone(uri, Path(scratch))
+        try:
+            version, commit = resolve(scm, uri)
+            artifact = committed(scm_reader(scm), commit, uri.name)
+            out = Path(scratch) / PurePosixPath(artifact.path).name
+            download(Path(scm.root_dir), uri, version, out)
+        finally:
+            scm.close()
         record = _record(uri, version, artifact, out, verify(out, artifact))
         with _filling(target, dest) as staging:
             shutil.move(out, staging / out.name)

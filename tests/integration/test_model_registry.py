@@ -5,7 +5,9 @@ fetched by stage and by version as KServe's storage initializer would, and segme
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,13 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def _medseg(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    code = main(list(args))
+    if args[0] == "fetch_model":  # as in the image: no git command (scmrepo clones and reads the repository)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("PATH", str(Path(sys.executable).parent))
+            assert shutil.which("git") is None
+            code = main(list(args))
+    else:
+        code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
