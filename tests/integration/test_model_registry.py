@@ -150,9 +150,14 @@ def test_refusals_leave_nothing_behind(project: Path, tmp_path: Path, capsys: py
     code, output = _medseg(capsys, "promote", NAME, "--version", "v1.0.0", "--stage", "production")
     assert code == 2 and "registry.stages" in output
 
+    from gto.api import assign, unassign
+
+    assign(str(project), NAME, "staging", version="v1.0.0")  # with GTO itself: the gate is tested elsewhere
+    unassign(str(project), NAME, stage="staging", version="v1.0.0")
     dest = tmp_path / "dest"
     dest.mkdir()
     for uri, message in ((f"dvc+file://{project}#{NAME}@prod", "no version of"),
+                         (f"dvc+file://{project}#{NAME}@staging", "no version of"),  # revoked
                          (f"dvc+file://{project}#{NAME}@v9.9.9", "has no version v9.9.9"),
                          (f"dvc+file://{project}#sample-nothing@v1.0.0", "has no version"),
                          (f"dvc+file://{tmp_path}/missing#{NAME}@prod", "cannot clone"),
