@@ -12,6 +12,7 @@ against them when it is fetched) and where its metrics are.
 from __future__ import annotations
 
 import re
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,14 @@ def _sam_runs(params: dict[str, Any]) -> list[tuple[str, Artifact]]:
     grids = [("finetune", ["sam"], finetune), ("finetune_pretrained", pretrained.get("inits") or [], pretrained)]
     found = []
     for stage, inits, grid in grids:
-        for dataset in datasets:
-            for init in inits:
-                for profile in grid.get("profiles") or []:
-                    for mode in grid.get("modes") or []:
-                        for strategy in grid.get("strategies") or []:
-                            run = {"dataset": dataset, "init": init, "profile": profile, "mode": mode,
-                                   "strategy": strategy}
-                            item = "-".join(run[a] for a in AXES if a != "init" or stage != "finetune")
-                            desc = (f"{strategy} fine-tuned from {INIT_WORDS.get(init, init)} weights on {dataset} "
-                                    f"({profile} training set, {mode} mode)")
-                            found.append(_run("finetuned", f"{stage}@{item}", run, desc))
+        cells = product(datasets, inits, grid.get("profiles") or [], grid.get("modes") or [],
+                        grid.get("strategies") or [])
+        for cell in cells:
+            run = dict(zip(AXES, cell, strict=True))
+            item = "-".join(run[axis] for axis in AXES if axis != "init" or stage != "finetune")
+            desc = (f"{run['strategy']} fine-tuned from {INIT_WORDS.get(run['init'], run['init'])} weights on "
+                    f"{run['dataset']} ({run['profile']} training set, {run['mode']} mode)")
+            found.append(_run("finetuned", f"{stage}@{item}", run, desc))
     return found
 
 

@@ -142,7 +142,7 @@ def download(clone: Path, uri: ModelUri, version: str, out: Path) -> None:
 def verify(path: Path, artifact: Committed) -> dict[str, Any]:
     """The model's recorded metadata, after checking its DVC hash against the pin, loading it weights-only and
     matching its recorded run against the declaration."""
-    from medseg.models.checkpoints import _tensors, load_exported, safe_load
+    from medseg.models.checkpoints import load_exported
     from medseg.provenance import dvc_hash
 
     found = dvc_hash(path)
@@ -150,18 +150,33 @@ def verify(path: Path, artifact: Committed) -> dict[str, Any]:
         raise MedsegError(f"downloaded file hashes to {found}, but {artifact.pinned_by} at {artifact.commit[:12]} "
                           f"pins {artifact.md5}", artifact.name)
     if artifact.kind == "encoder":
-        payload = safe_load(path)
-        state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-        _tensors(state, path)
-        return {}
-    module, recorded = load_exported(path)
-    metadata = {**recorded, "mode": str(module.mode)}  # the mode is the architecture's, not a metadata entry
-    wrong = [f"{axis} {metadata.get(axis)!r} (declared {artifact.meta[axis]!r})" for axis in AXES
-             if axis in artifact.meta and metadata.get(axis) != artifact.meta[axis]]
+        metadata = _encoder_metadata(path)
+        keys: tuple[str, ...] = ("init", "backbone")
+    else:
+        module, recorded = load_exported(path)
+        metadata = {**recorded, "mode": str(module.mode)}  # the mode is the architecture's, not a metadata entry
+        keys = AXES
+    wrong = [f"{key} {metadata.get(key)!r} (declared {artifact.meta[key]!r})" for key in keys
+             if key in artifact.meta and metadata.get(key) != artifact.meta[key]]
     if wrong:
         raise MedsegError(f"the model's recorded run does not match its declaration: {', '.join(wrong)}",
                           artifact.name)
     return metadata
+
+
+def _encoder_metadata(path: Path) -> dict[str, Any]:
+    """A pretrained encoder's metadata (with its backbone), after checking it holds finite tensors only."""
+    from medseg.models.checkpoints import _tensors, safe_load
+
+    payload = safe_load(path)
+    state = payload
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    _tensors(state, path)
+    recorded = payload.get("metadata") if isinstance(payload, dict) else None
+    return {**(recorded if isinstance(recorded, dict) else {}),
+            "backbone": payload.get("backbone") if isinstance(payload, dict) else None}
 
 
 def _record(uri: ModelUri, version: str, artifact: Committed, path: Path, metadata: dict[str, Any]) -> dict:

@@ -148,7 +148,7 @@ def check_promotable(root: Path, artifact: Committed, stage: str, settings: dict
                           f"{artifact.md5}): re-run its evaluation and commit it", artifact.name)
     if stage in settings.get("guarded_stages", []):
         synthetic = metrics.get("synthetic_data")
-        if synthetic is None and (metrics.get("dataset") == "sample" or metrics.get("datasets") == ["sample"]):
+        if synthetic is None and (metrics.get("dataset") == "sample" or "sample" in (metrics.get("datasets") or [])):
             synthetic = True  # the sample alias is the synthetic phantom
         for key, value in (("random_init", metrics.get("random_init")), ("synthetic_data", synthetic)):
             if value is not False:

@@ -204,3 +204,16 @@ def test_registry_settings_are_checked(override: dict, message: str, tmp_path: P
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(MedsegError, match=message):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_fetched_encoder_must_be_the_declared_one(tmp_path: Path) -> None:
+    path = tmp_path / "encoder.pt"
+    torch.save({"format": "medseg.encoder/1", "backbone": "vit_t", "metadata": {"init": "sslsam", "random_init": True},
+                "state_dict": {"patch_embed.weight": torch.zeros(2, 2)}}, path)
+    meta = {"kind": "encoder", "init": "sslsam", "backbone": "vit_t"}
+    assert verify(path, Committed("e", "c" * 40, "p", (), meta, dvc_hash(path), "x"))["random_init"] is True
+    with pytest.raises(MedsegError, match="backbone 'vit_t' \\(declared 'vit_b'\\)"):
+        verify(path, Committed("e", "c" * 40, "p", (), {**meta, "backbone": "vit_b"}, dvc_hash(path), "x"))
+    torch.save({"format": "medseg.encoder/1", "state_dict": {"w": torch.tensor([float("nan")])}}, path)
+    with pytest.raises(MedsegError, match="NaN"):
+        verify(path, Committed("e", "c" * 40, "p", (), meta, dvc_hash(path), "x"))
