@@ -55,9 +55,10 @@ def _check_clean(root: Path, artifact: Committed) -> None:
     from medseg.provenance import dvc_hash
 
     watched = ["dvc.yaml", artifact.pinned_by]
-    status = git(["status", "--porcelain", "--", *watched], root).stdout.decode(errors="replace").strip()
+    status = [line for line in git(["status", "--porcelain", "--", *watched], root).stdout.decode(
+        errors="replace").splitlines() if line.strip()]
     if status:
-        raise MedsegError(f"uncommitted changes to {', '.join(line[3:] for line in status.splitlines())}: commit "
+        raise MedsegError(f"uncommitted changes to {', '.join(line[3:] for line in status)}: commit "
                           "them first (a version names a commit)", artifact.name)
     workspace = root / artifact.path
     if workspace.is_file() and dvc_hash(workspace) != artifact.md5:

@@ -141,6 +141,17 @@ def test_refusals_leave_nothing_behind(project: Path, tmp_path: Path, capsys: py
     run_tool(["dvc", "push", "-q"], project)
     code, output = _medseg(capsys, "register", "sample-scratch-full-automated-swinunet")
     assert code == 2 and "not a model artifact declared" in output
+    code, output = _medseg(capsys, "register", "pretrain-sslsam-vit-t")  # declared, but never run nor added
+    assert code == 2 and "models/pretrain/sslsam/vit_t/encoder.pt is not pinned at" in output
+    for args, message in ((["--version", "1.0"], "not a version"), (["--bump", "huge"], "--bump must be"),
+                          (["--version", "v1.0.0", "--bump", "patch"], "not both")):
+        code, output = _medseg(capsys, "register", NAME, *args)
+        assert code == 2 and message in output, output
+    dvc_yaml = (project / "dvc.yaml").read_text()
+    (project / "dvc.yaml").write_text(dvc_yaml + "# an edit\n")
+    code, output = _medseg(capsys, "register", NAME)
+    assert code == 2 and "uncommitted changes to dvc.yaml" in output
+    (project / "dvc.yaml").write_text(dvc_yaml)
     (project / MODEL).chmod(0o644)
     (project / MODEL).write_bytes((project / MODEL).read_bytes() + b"\0")
     code, output = _medseg(capsys, "register", NAME)
