@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg import __version__
+from medseg.cli_registry import REGISTRY_TOOLS
 from medseg.cli_tools import TOOLS, Handler, copy_text, step_params
 from medseg.cli_tools import model_file as _model_file
 from medseg.errors import MedsegError
@@ -273,6 +274,8 @@ def _add_step(subparsers: argparse._SubParsersAction, name: str, handler: Handle
     for flag, flag_help, *kind in arguments:
         if kind == ["switch"]:
             parser.add_argument(flag, action="store_true", help=flag_help)
+        elif kind == ["positional"]:
+            parser.add_argument(flag, help=flag_help)
         elif kind == ["pair"]:
             parser.add_argument(flag, nargs=2, type=float, metavar=("LOW", "HIGH"), help=flag_help)
         else:
@@ -358,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="<step>")
-    for name, handler, help_text, arguments in STEPS + TOOLS:
+    for name, handler, help_text, arguments in STEPS + TOOLS + REGISTRY_TOOLS:
         _add_step(subparsers, name, handler, help_text, arguments)
     return parser
 

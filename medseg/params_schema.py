@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from medseg.errors import MedsegError
 from medseg.params_kubeflow import KubeflowParams, quantity_mb
+from medseg.params_registry import RegistryParams
 from medseg.params_types import (
     Backbone,
     Device,
@@ -299,6 +300,7 @@ class Params(Section):
     models: ModelsParams
     evaluate: EvaluateParams
     regress: RegressParams = Field(default_factory=RegressParams)
+    registry: RegistryParams = Field(default_factory=RegistryParams)
     kubeflow: KubeflowParams
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -152,4 +152,17 @@ def profile_command(name: str, params: str | Path | None = None, dvc: bool = Fal
     path, changes = apply_profile(name, params)
     if not changes:
         return f"profile: {path} already has every value of profile {name}; nothing changed"
-    return f"profile: {name} -> {path}, {len(changes)} value(s) changed:\n  " + "\n  ".join(changes)
+    return (f"profile: {name} -> {path}, {len(changes)} value(s) changed:\n  " + "\n  ".join(changes)
+            + stale_artifacts_hint(Path(path)))
+
+
+def stale_artifacts_hint(params_file: Path) -> str:
+    """A closing line when the dvc.yaml beside ``params_file`` no longer declares the model artifacts the params
+    make (README "Model registry"), else ''."""
+    from medseg.artifacts.declare import committed_artifacts, declared
+    from medseg.params import load_params
+
+    dvc_yaml = params_file.parent / "dvc.yaml"
+    if not dvc_yaml.is_file() or committed_artifacts(dvc_yaml) == declared(load_params(params_file)):
+        return ""
+    return f"\nprofile: {dvc_yaml}'s artifacts no longer follow the params: run `medseg artifacts --write`"

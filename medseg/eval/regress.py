@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +31,8 @@ from typing import Any
 
 from medseg.errors import MedsegError
 from medseg.eval.layout import evaluation_files
+from medseg.gitread import blobs as _blobs
+from medseg.gitread import git as _git
 from medseg.outputs import output_dir
 from medseg.params_schema import REGRESS_METRICS, REVISION
 
@@ -156,13 +157,6 @@ def check_revision(rev: str, what: str) -> str:
     return rev
 
 
-def _git(args: list[str], cwd: Path, feed: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, input=feed, capture_output=True, check=False, timeout=300)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise MedsegError(f"git could not run ({exc.__class__.__name__}: {exc})", cwd) from exc
-
-
 def _resolve(root: Path, rev: str, what: str) -> tuple[str, str]:
     """(commit SHA, the name it was found under): ``rev``, or ``origin/<rev>`` in a clone that has only the
     remote-tracking branch."""
@@ -174,20 +168,6 @@ def _resolve(root: Path, rev: str, what: str) -> tuple[str, str]:
     hint = " (this clone is shallow: fetch the history, e.g. actions/checkout with fetch-depth: 0)" if shallow else ""
     raise MedsegError(f"no revision {rev!r} in {root}{hint}: nothing to compare with (fetch it, or name another "
                       "baseline)", what)
-
-
-def _blobs(root: Path, oids: list[str]) -> list[bytes]:
-    """The contents of git blobs, read in one ``git cat-file --batch``."""
-    out = _git(["cat-file", "--batch"], root, "".join(f"{oid}\n" for oid in oids).encode())
-    if out.returncode:
-        raise MedsegError(f"git cat-file failed: {out.stderr.decode(errors='replace').strip()}", root)
-    contents, position = [], 0
-    for _ in oids:
-        end = out.stdout.index(b"\n", position)
-        size = int(out.stdout[position:end].split()[2])
-        contents.append(out.stdout[end + 1:end + 1 + size])
-        position = end + 2 + size
-    return contents
 
 
 def baseline_at_revision(runs_dir: str | Path, rev: str, what: str = "regress.baseline_rev") -> Baseline:

@@ -146,3 +146,11 @@ def test_new_settings_are_checked_by_the_schema_naming_the_key(section: str, key
     dotted = f"finetune.{key}" if section == "finetune" else f"finetune.{section}.{key}"
     with pytest.raises(MedsegError, match=rf"^params\.yaml: {dotted.replace('.', '[.]')}(\.\d)?: "):
         validated(params, "params.yaml")
+
+
+def test_a_profile_that_changes_the_models_says_the_artifacts_are_stale(workspace: Path) -> None:
+    from medseg.profiles import profile_command
+
+    shutil.copy(REPO / "dvc.yaml", workspace / "dvc.yaml")
+    assert "medseg artifacts --write" in profile_command("study", workspace / "params.yaml")
+    assert "artifacts" not in profile_command("demo", workspace / "params.yaml")  # back to what dvc.yaml declares
