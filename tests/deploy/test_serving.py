@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from test_k8s import IMAGE_PLACEHOLDER, IMAGE_REPO, K8S, documents, kustomization, kustomize, validate
 
 SERVING = K8S / "serving"
@@ -80,13 +79,15 @@ def test_fetch_runs_medseg_fetch_model_restricted_with_credentials_by_reference(
     assert {mount["name"] for mount in fetch["volumeMounts"]} <= volumes, "the fetch mounts a volume the pod lacks"
 
 
-def test_fetch_arguments_parse_when_the_cli_has_fetch_model() -> None:
+def test_storage_uri_is_one_fetch_model_parses_naming_a_declarable_artifact() -> None:
+    from medseg.artifacts.declare import artifact_name
+    from medseg.artifacts.fetch import parse_uri
     from medseg.cli import build_parser
 
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    if "fetch_model" not in commands:
-        pytest.skip("medseg fetch_model is not in this checkout")
     _, container = _predictor()
     uri = next(entry["value"] for entry in container["env"] if entry["name"] == "STORAGE_URI")
-    assert parser.parse_args(["fetch_model", uri, "/mnt/models"]).command == "fetch_model"
+    assert build_parser().parse_args(["fetch_model", uri, "/mnt/models"]).command == "fetch_model"
+    parsed = parse_uri(uri)
+    # the name medseg artifacts gives the run (<dataset>-<init>-<profile>-<mode>-<strategy>), fetched by stage
+    assert parsed.name == artifact_name("mri_prostate", "sam", "full", "automated", "vit_b_endec_lora")
+    assert parsed.stage == "prod" and parsed.version is None
