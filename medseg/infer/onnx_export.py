@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from medseg.infer.onnx_runtime import FORMAT, MANIFEST, backend_name, graph_name
 
 SINGLE_FILE_BYTES = 1_800_000_000  # larger graphs keep their weights in <name>.onnx.data (protobuf's 2 GB limit)
 MAX_BATCH = 4096
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch.onnx colours its messages
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,11 @@ def export_graph(graph: Graph, folder: Path, opset: int, source: Path) -> list[s
                                         input_names=list(graph.input_names), output_names=list(graph.output_names),
                                         dynamic_shapes=dynamic, verbose=False)
             program.save(str(path), external_data=_weight_bytes(graph.module) > SINGLE_FILE_BYTES)
-    except Exception as exc:  # torch.export / onnxscript raise many kinds; the first line says which
-        raise MedsegError(f"torch.onnx cannot export the {graph.name} graph ({first_line(exc)})", source) from exc
+    except Exception as exc:  # torch.export / onnxscript raise many kinds; the root cause's first line says which
+        while exc.__cause__ is not None:
+            exc = exc.__cause__
+        reason = ANSI.sub("", first_line(exc))
+        raise MedsegError(f"torch.onnx cannot export the {graph.name} graph ({reason})", source) from exc
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(f"{graph.name}.onnx"))
 
 
