@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="an exported model.pt instead")
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 32))
     parser.add_argument("--batch", type=int, default=8, help="slices per forward pass (predict's default: 8)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per backend (the best counts)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per backend, interleaved (the best counts)")
     args = parser.parse_args()
     import onnxruntime
     import torch
@@ -49,11 +49,16 @@ def main() -> None:
         model = args.model or _model(args.strategy, args.size, folder)
         export, export_s, worst = _export(model, folder / "onnx")
         volume = _volume(tuple(args.shape), folder)
-        results = {}
-        for name, given in (("torch", model), ("onnxruntime", export)):
+        backends = {"torch": model, "onnxruntime": export}
+        seconds: dict[str, list[float]] = {name: [] for name in backends}
+        for name, given in backends.items():
             _run(given, volume, folder / f"warm-{name}", args.batch, "cpu")  # imports, allocator, sessions
-            best = min(_run(given, volume, folder / f"{name}-{n}", args.batch, "cpu") for n in range(args.repeats))
-            results[name] = {"seconds": round(best, 3), "slices_per_s": round(args.shape[2] / best, 2)}
+        for n in range(args.repeats):  # interleaved, so that a busy moment of a shared machine hits both
+            for name, given in backends.items():
+                seconds[name].append(_run(given, volume, folder / f"{name}-{n}", args.batch, "cpu"))
+        results = {name: {"seconds": round(min(times), 3), "slices_per_s": round(args.shape[2] / min(times), 2),
+                          "median_seconds": round(sorted(times)[len(times) // 2], 3)}
+                   for name, times in seconds.items()}
     print(json.dumps({"model": str(args.model or f"{args.strategy} (random init) at {args.size} px"),
                       "volume": list(args.shape), "batch": args.batch, "threads": torch.get_num_threads(),
                       "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

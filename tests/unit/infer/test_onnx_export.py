@@ -208,6 +208,19 @@ def test_an_export_that_fails_its_check_is_refused(unet_model: Path, tmp_path: P
     assert not out.exists()
 
 
+def test_a_second_export_replaces_its_own_folder_but_no_other(unet_model: Path, tmp_path: Path,
+                                                              run_cli: Callable) -> None:
+    out = _export(unet_model, tmp_path / "export")
+    first = _manifest(out)["graphs"]["model"]["sha256"]
+    assert _manifest(_export(unet_model, out))["graphs"]["model"]["sha256"] == first  # same model, same bytes
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    code, errors = run_cli("export_onnx", "--model", unet_model, "--out", tmp_path / "notes", "--params", PARAMS)
+    assert code == 2 and len(errors) == 1 and "todo.txt" in errors[0] and (tmp_path / "notes/todo.txt").exists()
+    code, errors = run_cli("export_onnx", "--model", unet_model, "--out", unet_model.parent, "--params", PARAMS)
+    assert code == 2 and len(errors) == 1 and "contains the input" in errors[0], errors
+
+
 def test_export_settings_are_checked(unet_model: Path, tmp_path: Path, run_cli: Callable) -> None:
     for bad, key in (("{export_onnx: {opset: 12}}", "export_onnx.opset"),
                      ("{export_onnx: {tolerance: 0}}", "export_onnx.tolerance"),
