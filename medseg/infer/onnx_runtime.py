@@ -134,6 +134,17 @@ def session(path: Path) -> Any:
         raise MedsegError(f"onnxruntime cannot load it ({first_line(exc)})", path) from exc
 
 
+def run_graph(runner: Any, feed: dict[str, np.ndarray], path: Path) -> list[np.ndarray]:
+    """A session's outputs for ``feed``; onnxruntime's failure (e.g. a shape the graph cannot take) as one line."""
+    from medseg.models.checkpoints import first_line
+
+    try:
+        return runner.run(None, feed)
+    except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+        shapes = {name: list(value.shape) for name, value in feed.items()}
+        raise MedsegError(f"onnxruntime cannot run it on inputs of shapes {shapes} ({first_line(exc)})", path) from exc
+
+
 def backend_name() -> str:
     import onnxruntime as ort
 
@@ -148,6 +159,7 @@ class OnnxSegmenter:
         self.mode, self.candidates, self.backbone = model["mode"], model["candidates"], model["backbone"]
         self.image_size, self.num_classes = model["image_size"], model["num_classes"]
         self.sessions: dict[str, Any] = {}
+        self.paths = {name: folder / graph["file"] for name, graph in manifest["graphs"].items()}
         for name, graph in manifest["graphs"].items():
             runner = session(folder / graph["file"])
             found = ([i.name for i in runner.get_inputs()], [o.name for o in runner.get_outputs()])
@@ -162,7 +174,7 @@ class OnnxSegmenter:
     def _run(self, graph: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         feed = {name: np.ascontiguousarray(value.detach().cpu().numpy(), dtype=np.float32)
                 for name, value in inputs.items()}
-        return [torch.from_numpy(out) for out in self.sessions[graph].run(None, feed)]
+        return [torch.from_numpy(out) for out in run_graph(self.sessions[graph], feed, self.paths[graph])]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self._run("model", images=images)[0]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_helpers import MIN_MAX, metadata
+from predict_helpers import MIN_MAX, metadata, shared
 
-from helpers import REPO, peft_config
+from helpers import REPO, peft_config, tiny_params
 from medseg.cli import main
 from medseg.train.fingerprint import file_sha256
 
@@ -120,6 +120,13 @@ def test_predict_with_the_unet_export_writes_the_masks_of_model_pt(unet_model: P
         assert summary["device"] == "cpu"
 
 
+def test_a_real_brats_volume_gets_the_same_mask_through_onnxruntime(unet_model: Path, unet_onnx: Path,
+                                                                      tmp_path: Path) -> None:
+    flair = next(shared("brats2015/brats_2013_pat0005_1").glob("*Flair*.nii.gz"))
+    summary = _same_masks(unet_model, unet_onnx, flair, tmp_path)
+    assert summary["outputs"][0]["slices"] == 155 and summary["model"]["path"] == str(unet_onnx / "onnx.json")
+
+
 def _tampered(export: Path, tmp_path: Path, change: Callable[[Path], None]) -> Path:
     folder = tmp_path / "tampered"
     shutil.rmtree(folder, ignore_errors=True)
@@ -207,6 +214,16 @@ def test_an_export_that_fails_its_check_is_refused(unet_model: Path, tmp_path: P
     assert code == 2 and len(errors) == 1 and "logits 0.01" in errors[0], errors
     assert not out.exists()
 
+    def fixed_batch(model: object, settings: object) -> list:
+        """The right graph with its batch axis traced as a constant (what the TorchScript exporter does)."""
+        return [dataclasses.replace(exact(model, settings)[0], free_batch=False)]
+
+    monkeypatch.setattr(onnx_export, "graphs_for", fixed_batch)
+    code, errors = run_cli("export_onnx", "--model", unet_model, "--out", out, "--params", PARAMS)
+    assert code == 2 and len(errors) == 1, errors
+    assert "model.onnx: onnxruntime cannot run it on inputs of shapes {'images': [1, 3, 64, 64]}" in errors[0]
+    assert not out.exists()
+
 
 def test_a_second_export_replaces_its_own_folder_but_no_other(unet_model: Path, tmp_path: Path,
                                                               run_cli: Callable) -> None:
@@ -245,24 +262,30 @@ def test_nnunet_models_are_refused() -> None:
 
 
 @pytest.mark.slow
-def test_automated_lora_sam_export_and_predict(scans: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["vit_t_endec_lora", "vit_t_endec_adapter", "vit_b_endec_lora", "swinunet"])
+def test_automated_models_export_and_predict(strategy: str, scans: dict[str, Path], tmp_path: Path) -> None:
+    """SAM strategies (LoRA and Adapter wrappers; ViT-B's relative positions) and SwinUNETR, random init."""
     import warnings
 
+    from medseg.baselines.networks import BaselineSegmenter, baseline_spec, parse_baseline
     from medseg.models.checkpoints import export_checkpoint
     from medseg.models.factory import build_model, model_spec
 
     torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # random init is the point here
-        module = build_model("vit_t_endec_lora", peft_config(), 64, 2)
+    if strategy == "swinunet":
+        baseline = parse_baseline("swinunet", tiny_params()["baseline"]["swinunet"])
+        module, spec = BaselineSegmenter(baseline, 64, 2), baseline_spec(baseline)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random init is the point here
+            module, spec = build_model(strategy, peft_config(), 64, 2), model_spec(strategy, peft_config())
     model = tmp_path / "model.pt"
-    export_checkpoint(module, model, model_spec("vit_t_endec_lora", peft_config()),
-                      metadata("automated", strategy="vit_t_endec_lora"))
+    export_checkpoint(module, model, spec, metadata("automated", strategy=strategy))
     export = _export(model, tmp_path / "export")
     record = _manifest(export)
     assert record["check"]["worst"] <= TOLERANCE and record["source"]["identity"]["random_init"] is True
     for source in scans.values():
-        assert _same_masks(model, export, source, tmp_path)["model"]["strategy"] == "vit_t_endec_lora"
+        assert _same_masks(model, export, source, tmp_path)["model"]["strategy"] == strategy
 
 
 @pytest.mark.slow
