@@ -9,10 +9,10 @@ then give wrong ViT-T logits (off by up to 0.33) or fail to run (LoRA) at other 
 segment through nnU-Net's own predictor (preprocessing, sliding window, mirroring) and are refused.
 
 Before anything is written, onnxruntime and PyTorch run on the same seeded inputs (``export_onnx.check_batch``
-images, uniform 0-255, as one batch and the first alone; random prompts inside the image); the export is refused (exit 2) when any output
-differs by more than ``export_onnx.tolerance``. ``onnx.json`` records the source model's identity (random-init
-and synthetic-data flags included), its metadata (recorded protocol, classes), labels, source SHA-256, the
-opset, each graph's file, SHA-256 and input/output names, and the check.
+images, uniform 0-255, as one batch and the first alone; random prompts inside the image); the export is
+refused (exit 2) when any output differs by more than ``export_onnx.tolerance``. ``onnx.json`` records the
+source model's identity (random-init and synthetic-data flags included), its metadata (recorded protocol,
+classes), labels, source SHA-256, the opset, each graph's file, SHA-256 and input/output names, and the check.
 """
 
 from __future__ import annotations
