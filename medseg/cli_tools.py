@@ -186,9 +186,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from medseg.infer.model import warnings_for
+    from medseg.infer.onnx_export import ExportSettings, export_onnx
+
+    settings = ExportSettings.from_params(step_params(args))
+    record = export_onnx(Path(model_file(args.model)), Path(args.out), settings)
+    check = record["check"]
+    for note in warnings_for(record["source"]["identity"]):
+        print(f"export_onnx: warning: {note}", file=sys.stderr)
+    print(f"export_onnx: {', '.join(g['file'] for g in record['graphs'].values())} (opset {record['opset']}) -> "
+          f"{args.out}; onnxruntime matches PyTorch within {check['worst']:.2g} (tolerance {check['tolerance']:g})")
+    return 0
+
+
 def model_file(model: str) -> str:
-    """``--model``: the exported file, or a run folder holding it (a Kubeflow ``Model`` artifact)."""
-    return str(Path(model) / "model.pt") if Path(model).is_dir() else model
+    """``--model``: the exported file, a run folder holding it (a Kubeflow ``Model`` artifact), or an
+    ``export_onnx`` folder (given as the folder or its ``onnx.json``)."""
+    from medseg.infer.onnx_runtime import MANIFEST, is_export_folder
+
+    path = Path(model)
+    if path.name == MANIFEST and is_export_folder(path.parent):
+        return str(path.parent)
+    if path.is_dir() and not is_export_folder(path):
+        return str(path / "model.pt")
+    return model
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -247,7 +269,8 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
                       "supsam", "optional"))),
          ("predict", _predict, "segment new images (PNG/JPEG, NIfTI, MHA, NRRD, a DICOM series) with an exported "
           "model; masks in the input's geometry",
-          (("--model", "exported model.pt (or the run folder holding it): SAM strategy, original SAM, or baseline"),
+          (("--model", "exported model.pt (or the run folder holding it): SAM strategy, original SAM, or baseline; "
+                       "or an export_onnx folder (run by onnxruntime)"),
            ("--input", "an image, a volume, a folder of them, or a DICOM series folder"),
            ("--out", "output folder (masks, DICOM-SEG, predict.json)"),
            ("--prompts", "point/box models: prompts JSON (format in README, 'Predict on new scans')", "optional"),
@@ -271,6 +294,11 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
            ("--min-max", "models recording no protocol: per-image min-max to 0-255", "switch"),
            ("--max-voxels", "refuse requests with more image values than this (default: the model's "
                             "ingest.max_voxels)", "optional"))),
+         ("export_onnx", _export_onnx, "an exported model as ONNX graphs (automated: model.onnx; point/box: "
+          "encoder.onnx + decoder.onnx), checked against PyTorch with onnxruntime; `predict --model` takes the folder",
+          (("--model", "exported model.pt (or the run folder holding it): SAM strategy, original SAM, UNet or "
+                       "SwinUNETR (nnU-Net is refused)"),
+           ("--out", "output folder (the .onnx graphs and onnx.json)"))),
          ("models", _models, "parameter counts of every backbone x strategy beside the study's Table 3", ()),
          ("profile", _profile, "write a settings profile (profiles/<name>.yaml: demo, study) into params.yaml",
           (("--name", "profile name, or a YAML file of params.yaml overrides"),

@@ -45,6 +45,7 @@ STEP_FILES = {  # what each step writes into its output folder (glob patterns, r
                  "provenance.json"),
     "predict": ("predict.json", "*_mask.png", "*_mask.nii.gz", "*_mask.nii", "*_mask.mha", "*_mask.nrrd", "*_seg.dcm",
                 "provenance.json"),
+    "export_onnx": ("model.onnx", "encoder.onnx", "decoder.onnx", "*.onnx.data", "onnx.json", "provenance.json"),
     "report": ("report.md", "report.html", "report.csv", "comparison.csv", "figures/*", "provenance.json", "runs/*"),
     "regress": ("regress.md", "regress.json", "provenance.json"),
 }

@@ -288,6 +288,14 @@ class RegressParams(Section):
         return self
 
 
+class ExportOnnxParams(Section):
+    """``medseg export_onnx``: the ONNX opset written, and the check each export passes against PyTorch."""
+
+    opset: int = Field(default=18, ge=18, le=23)  # torch.onnx's dynamo exporter writes opset 18 and later
+    tolerance: Finite = Field(default=1.0e-3, gt=0, le=1)  # largest |onnxruntime - PyTorch| of any output
+    check_batch: int = Field(default=2, ge=2, le=64)  # seeded images checked (2 or more: the batch axis is free)
+
+
 class Params(Section):
     seed: int = Field(ge=0, lt=2**32)
     sample: SampleParams
@@ -301,6 +309,7 @@ class Params(Section):
     evaluate: EvaluateParams
     regress: RegressParams = Field(default_factory=RegressParams)
     registry: RegistryParams = Field(default_factory=RegistryParams)
+    export_onnx: ExportOnnxParams = Field(default_factory=ExportOnnxParams)
     kubeflow: KubeflowParams
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

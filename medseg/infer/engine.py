@@ -4,11 +4,16 @@ Automated models segment every slice (argmax over classes, mapped to the written
 models segment only prompted slices: each slice is encoded once and every prompt on it decoded from that
 embedding; a prompt's foreground (class 1, or the candidate mask with the highest predicted IoU for
 original SAM) takes the prompt's label, later prompts over earlier ones where they overlap.
+
+The model's module is the PyTorch module or, for an ``export_onnx`` folder, ``OnnxSegmenter``: the same calls
+(``module(images)``, ``embed``, ``decode``, ``decode_all``) answered by onnxruntime sessions, so both backends
+share this code.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +74,7 @@ def _prompted(model: PredictModel, images: torch.Tensor, prompts: list[list[Slic
     return out
 
 
-def _foreground(module: torch.nn.Module, embeddings: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+def _foreground(module: Any, embeddings: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     from medseg.models.segmenter import select_highest_confidence
 
     if module.candidates:

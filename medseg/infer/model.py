@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -17,19 +17,25 @@ from torch import nn
 from medseg.data.classes import ClassMap
 from medseg.train.fingerprint import file_sha256
 
+if TYPE_CHECKING:
+    from medseg.infer.onnx_runtime import OnnxSegmenter
+
 IDENTITY_KEYS = ("strategy", "mode", "init", "profile", "dataset", "epoch", "val_dice", "random_init",
                  "synthetic_data", "zeroshot")
 
 
 @dataclass(frozen=True)
 class PredictModel:
-    """A loaded model with what predicting needs to know about it."""
+    """A loaded model with what predicting needs to know about it: a PyTorch module, or an ONNX export's graphs
+    answering the same calls through onnxruntime (``backend``; ``origin``: the model.pt it was exported from)."""
 
-    module: nn.Module
+    module: nn.Module | OnnxSegmenter
     path: Path
     metadata: dict[str, Any]
     values: tuple[int, ...]  # automated: the label value written for each output class
     names: dict[int, str]  # label value -> class name
+    backend: str = "torch"
+    origin: dict[str, Any] | None = None
 
     @property
     def mode(self) -> str:
@@ -49,9 +55,13 @@ class PredictModel:
 
 
 def load_model(path: Path) -> PredictModel:
-    """Load an exported ``model.pt`` (weights-only; every field checked) with its labels and names."""
+    """Load an exported ``model.pt`` (weights-only; every field checked) with its labels and names, or an
+    ``export_onnx`` folder (``medseg.infer.onnx_runtime``)."""
+    from medseg.infer.onnx_runtime import is_export_folder, load_onnx_model
     from medseg.models.checkpoints import load_exported
 
+    if is_export_folder(path):
+        return load_onnx_model(path)
     module, metadata = load_exported(path)
     class_map = ClassMap.from_metadata(metadata)
     outputs = int(module.num_classes)
@@ -74,14 +84,16 @@ def value_table(model: PredictModel) -> np.ndarray:
 
 def identity(model: PredictModel) -> dict[str, Any]:
     """Which model this is: its recorded run (strategy, mode, init, dataset...), whether it is random init or
-    trained on synthetic data (``None``: not recorded), the file and its SHA-256."""
+    trained on synthetic data (``None``: not recorded), the file and its SHA-256, the backend running it (and
+    for an ONNX export, the model.pt it came from)."""
     recorded = {key: model.metadata.get(key) for key in IDENTITY_KEYS}
     recorded["mode"] = model.mode
     recorded["strategy"] = recorded["strategy"] or ("original SAM" if recorded["zeroshot"] else None)
     if recorded["synthetic_data"] is None and recorded["dataset"] == "sample":
         recorded["synthetic_data"] = True  # the sample alias accepts only the synthetic phantom
     return {**recorded, "backbone": getattr(model.module, "backbone", None), "image_size": model.image_size,
-            "path": str(model.path), "sha256": file_sha256(model.path)}
+            "path": str(model.path), "sha256": file_sha256(model.path), "backend": model.backend,
+            **({"exported_from": model.origin} if model.origin is not None else {})}
 
 
 def description(facts: dict[str, Any]) -> str:

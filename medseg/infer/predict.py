@@ -3,8 +3,9 @@
 The output is one folder (built in a temporary sibling and renamed into place only when every input has
 been segmented, like every step's output): a mask per input (``medseg.infer.writers``, DICOM-SEG for a
 DICOM series) and ``predict.json``, which says which model produced them (strategy, mode, init, the dataset
-it was trained on, random-init and synthetic-data flags, file SHA-256), the protocol replayed and where
-it came from, the prompts' source, and per input its output, shape, slices, prompts and labels present.
+it was trained on, random-init and synthetic-data flags, file SHA-256), the backend that ran it (PyTorch,
+or onnxruntime for an ``export_onnx`` folder), the protocol replayed and where it came from, the prompts'
+source, and per input its output, shape, slices, prompts and labels present.
 """
 
 from __future__ import annotations
@@ -62,13 +63,23 @@ def predict(request: PredictRequest) -> dict[str, Any]:
         protocol, protocol_source = resolve_protocol(model.metadata, model.image_size, request.model,
                                                      request.protocol)
         plan = _prompt_plan(request, model, sources, protocol)
-        device = resolve_device(request.device, key="--device")
+        device = resolve_device(request.device, key="--device") if model.backend == "torch" else _onnx_device(request)
         facts = identity(model)
         entries = [_predict_one(source, (model, facts, protocol, plan), request.batch_size, device, tmp)
                    for source in sources]
         summary = _summary(request, model, facts, (protocol, protocol_source), entries, str(device))
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _onnx_device(request: PredictRequest) -> Any:
+    """ONNX exports run on onnxruntime's CPU provider: ``--device`` may only say so."""
+    import torch
+
+    if request.device not in ("auto", "cpu"):
+        raise MedsegError(f"--device {request.device}: an ONNX export runs on onnxruntime's CPU provider; give "
+                          "--device cpu (or none), or predict with the model.pt it was exported from", request.model)
+    return torch.device("cpu")
 
 
 def _check_output_names(sources: list[Source], where: Path) -> None:
@@ -171,5 +182,6 @@ def _summary(request: PredictRequest, model: PredictModel, facts: dict[str, Any]
         "protocol": {**protocol[0].to_record(), "source": protocol[1]},
         "prompts": {"source": prompts, "path": str(request.prompts or request.prompt_mask or "") or None},
         "labels": {str(value): name for value, name in sorted(labels.items())},
-        "device": device, "batch_size": request.batch_size, "inputs": str(request.input), "outputs": entries,
+        "backend": model.backend, "device": device, "batch_size": request.batch_size, "inputs": str(request.input),
+        "outputs": entries,
     }
