@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from medseg.data.classes import ClassMap
+from medseg.errors import MedsegError
 from medseg.train.fingerprint import file_sha256
 
 if TYPE_CHECKING:
@@ -75,6 +76,21 @@ def load_model(path: Path) -> PredictModel:
     names = [str(n) for n in recorded] if isinstance(recorded, list) and len(recorded) == outputs else [
         "background", *(f"class {i}" for i in range(1, outputs))]
     return PredictModel(module, path, metadata, tuple(range(outputs)), dict(enumerate(names)))
+
+
+def model_device(model: PredictModel, device: str, key: str = "--device") -> Any:
+    """Where the model runs: ``device`` resolved for a PyTorch module; an ONNX export runs on onnxruntime's
+    CPU provider, so ``device`` may only say ``cpu`` or ``auto``."""
+    from medseg.train.runtime import resolve_device
+
+    if model.backend == "torch":
+        return resolve_device(device, key=key)
+    if device not in ("auto", "cpu"):
+        raise MedsegError(f"{key} {device}: an ONNX export runs on onnxruntime's CPU provider; give {key} cpu "
+                          "(or none), or use the model.pt it was exported from", model.path)
+    import torch
+
+    return torch.device("cpu")
 
 
 def value_table(model: PredictModel) -> np.ndarray:

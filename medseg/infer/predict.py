@@ -23,7 +23,15 @@ from medseg import __version__
 from medseg.data.protocol import Protocol
 from medseg.errors import MedsegError
 from medseg.infer.inputs import KINDS, Scan, Source, find_inputs, read_scan
-from medseg.infer.model import PredictModel, description, identity, load_model, short_description, warnings_for
+from medseg.infer.model import (
+    PredictModel,
+    description,
+    identity,
+    load_model,
+    model_device,
+    short_description,
+    warnings_for,
+)
 from medseg.infer.prompts import SlicePrompt
 from medseg.infer.replay import ProtocolChoice, back_to_scan, model_slices, resolve_protocol, slice_axis
 from medseg.infer.writers import output_name
@@ -51,7 +59,6 @@ class PredictRequest:
 def predict(request: PredictRequest) -> dict[str, Any]:
     """Segment every input of ``request.input`` into ``request.out``; returns the summary (``predict.json``).
     Nothing is written unless every input succeeds."""
-    from medseg.train.runtime import resolve_device
 
     if request.prompts is not None and request.prompt_mask is not None:
         raise MedsegError("give --prompts or --prompt-mask, not both")
@@ -63,23 +70,13 @@ def predict(request: PredictRequest) -> dict[str, Any]:
         protocol, protocol_source = resolve_protocol(model.metadata, model.image_size, request.model,
                                                      request.protocol)
         plan = _prompt_plan(request, model, sources, protocol)
-        device = resolve_device(request.device, key="--device") if model.backend == "torch" else _onnx_device(request)
+        device = model_device(model, request.device)
         facts = identity(model)
         entries = [_predict_one(source, (model, facts, protocol, plan), request.batch_size, device, tmp)
                    for source in sources]
         summary = _summary(request, model, facts, (protocol, protocol_source), entries, str(device))
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _onnx_device(request: PredictRequest) -> Any:
-    """ONNX exports run on onnxruntime's CPU provider: ``--device`` may only say so."""
-    import torch
-
-    if request.device not in ("auto", "cpu"):
-        raise MedsegError(f"--device {request.device}: an ONNX export runs on onnxruntime's CPU provider; give "
-                          "--device cpu (or none), or predict with the model.pt it was exported from", request.model)
-    return torch.device("cpu")
 
 
 def _check_output_names(sources: list[Source], where: Path) -> None:

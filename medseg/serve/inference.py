@@ -19,7 +19,7 @@ import torch
 
 from medseg.data.protocol import Protocol
 from medseg.infer.inputs import Scan, Source
-from medseg.infer.model import PredictModel, description, identity, load_model, warnings_for
+from medseg.infer.model import PredictModel, description, identity, load_model, model_device, warnings_for
 from medseg.infer.prompts import SlicePrompt, to_model
 from medseg.infer.replay import ProtocolChoice, back_to_scan, model_slices, resolve_protocol
 from medseg.serve.tensors import Request
@@ -46,13 +46,13 @@ class Served:
 
 def load_served(path: Path, choice: ProtocolChoice, device: str, batch_size: int) -> Served:
     """Load the exported model (weights-only) and resolve its protocol and device; logs one line."""
-    from medseg.train.runtime import resolve_device
-
     started = time.perf_counter()
     model = load_model(path)
     protocol, source = resolve_protocol(model.metadata, model.image_size, path, choice)
-    served = Served(model, identity(model), protocol, source, resolve_device(device, key="--device"), batch_size)
-    model.module.to(served.device).eval()
+    served = Served(model, identity(model), protocol, source, model_device(model, device), batch_size)
+    model.module.to(served.device)
+    if isinstance(model.module, torch.nn.Module):
+        model.module.eval()
     LOG.info("medseg serve: loaded %s (%s) on %s in %.1f s", path, description(served.facts), served.device,
              time.perf_counter() - started)
     for note in warnings_for(served.facts):
@@ -99,7 +99,7 @@ def response_parameters(served: Served) -> dict[str, str | bool | int | float]:
         for key in ("strategy", "mode", "init", "dataset", "random_init", "synthetic_data")}
     if facts.get("dataset") is None and facts.get("zeroshot"):
         params["dataset"] = "none (not fine-tuned)"
-    params.update({"description": description(facts), "sha256": facts["sha256"],
+    params.update({"description": description(facts), "sha256": facts["sha256"], "backend": served.model.backend,
                    "protocol": f"{served.protocol.intensity} ({served.protocol_source})"})
     warnings = warnings_for(facts)
     if warnings:

@@ -184,6 +184,25 @@ def test_onnx_exports_run_on_the_cpu_and_are_not_exported_again(unet_onnx: Path,
     assert code == 2 and len(errors) == 1 and "already an ONNX export" in errors[0] and not out.exists()
 
 
+def test_medseg_serve_answers_with_an_onnx_export_as_with_model_pt(unet_model: Path, unet_onnx: Path) -> None:
+    from medseg.errors import MedsegError
+    from medseg.infer.replay import ProtocolChoice
+    from medseg.serve.inference import load_served, response_parameters, segment_request
+    from medseg.serve.tensors import Tensor, parse_request
+
+    image = np.random.default_rng(3).normal(100, 30, (2, 48, 40))
+    request = parse_request([Tensor("image", "FP32", image.shape, lambda: image)], {}, "automated", 2**20)
+    served = {path: load_served(path, ProtocolChoice(), "auto", 2) for path in (unet_model, unet_onnx)}
+    torch_mask, onnx_mask = (segment_request(served[path], request) for path in (unet_model, unet_onnx))
+    assert torch_mask.shape == (2, 48, 40) and np.mean(torch_mask != onnx_mask) <= TIES
+    answered, original = (response_parameters(served[path]) for path in (unet_onnx, unet_model))
+    assert answered["backend"].startswith("onnxruntime ") and original["backend"] == "torch"
+    for key in ("strategy", "mode", "dataset", "random_init", "synthetic_data"):  # the source model's labels
+        assert answered[key] == original[key], key
+    with pytest.raises(MedsegError, match="onnxruntime's CPU provider"):
+        load_served(unet_onnx, ProtocolChoice(), "cuda", 2)
+
+
 class Shifted(torch.nn.Module):
     def __init__(self, graph: torch.nn.Module) -> None:
         super().__init__()
