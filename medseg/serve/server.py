@@ -12,6 +12,7 @@ import errno
 import logging
 import socket
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,33 @@ def check_port(host: str, port: int) -> None:
         raise MedsegError(f"--host {host} --port {port}: the address {problem}") from exc
 
 
+# kserve's handlers of answers that are not the server failing: a wrong request, a refused call, a model
+# that is absent or not ready yet
+EXPECTED_ANSWERS = {"invalid_input_handler": "400 bad request", "model_not_found_handler": "404 model not found",
+                    "not_implemented_error_handler": "501 not implemented",
+                    "unsupported_protocol_error_handler": "501 not implemented",
+                    "model_not_ready_handler": "503 model not ready"}
+
+
+class _ExpectedAnswersInOneLine(logging.Filter):
+    """kserve logs every error answer with the server-side traceback: log the expected ones (``EXPECTED_ANSWERS``)
+    as one warning line with the message the client got; server failures (500) keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        answer = EXPECTED_ANSWERS.get(record.funcName)
+        if answer and record.exc_info:
+            message = " ".join(str(record.exc_info[1]).split())
+            record.msg, record.args, record.exc_info, record.exc_text = f"{answer}: %s", (message,), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _log_to_stderr() -> None:
+    from kserve.logging import KSERVE_LOGGER_NAME
+
+    logging.getLogger(KSERVE_LOGGER_NAME).addFilter(_ExpectedAnswersInOneLine())
+    # fastapi deprecates a response class kserve uses: a warning per response that no operator can act on
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     if not LOG.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -100,6 +100,9 @@ def test_malformed_bodies_and_v1_calls_are_4xx_and_the_model_is_loaded_once(unet
     assert unet_server.get("/v2/models/medseg/ready")[0] == 200  # still served
     log = unet_server.log.read_text()
     assert log.count("medseg serve: loaded ") == 1 and '" 500' not in log  # loaded once; no request was a 500
+    assert "400 bad request: unknown input" in log and "501 not implemented: medseg serve holds one model" in log
+    assert "Traceback" not in log  # answers that are not server failures: one line each
+    assert "ORJSONResponse" not in log
 
 
 def test_a_point_model_takes_points_as_predict_takes_a_prompts_file(point_server: Served, point_model: Path,
