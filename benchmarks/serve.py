@@ -1,7 +1,8 @@
 """``medseg serve`` latency over loopback: p50/p95 and requests per second for ``--requests`` v2 infer requests
 (JSON, one ``--size`` x ``--size`` UINT8 slice each) sent ``--concurrency`` at a time, against two baselines
 measured in the same run on the same model and image: the same requests one at a time over HTTP, and the
-same segmentation in process without HTTP (``medseg.serve.inference``: decode, replay, segment, resize back).
+same segmentation in process without HTTP (``medseg.serve.inference``: decode, replay, segment, resize back);
+then the same slice one at a time with KServe's binary tensor extension (raw bytes in and out).
 
 The model is a random-init baseline or SAM strategy exported with a min-max protocol (timing does not depend
 on the weights), or ``--model`` an exported ``model.pt``. The server runs as ``medseg serve`` in a subprocess
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict import _model  # the random-init exported model of the predict benchmark
 
 REPO = Path(__file__).resolve().parents[1]
+JSON = {"content-type": "application/json"}
 
 
 def _free_port() -> int:
@@ -43,6 +45,17 @@ def _body(size: int) -> bytes:
     image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
     return json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [size, size],
                                    "data": image.ravel().tolist()}]}).encode()
+
+
+def _binary_body(size: int) -> tuple[bytes, dict[str, str]]:
+    """The same slice with KServe's binary tensor extension: a JSON header, then the raw bytes; the mask is
+    asked back as raw bytes too."""
+    image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": [size, size],
+                                     "parameters": {"binary_data_size": image.nbytes}}],
+                         "outputs": [{"name": "mask", "parameters": {"binary_data": True}}]}).encode()
+    return header + image.tobytes(), {"content-type": "application/octet-stream",
+                                      "inference-header-content-length": str(len(header))}
 
 
 def _in_process(model: Path, body: bytes, count: int) -> list[float]:
@@ -87,7 +100,8 @@ def _start(model: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit(f"medseg serve not ready after 180 s:\n{log.read_text()}")
 
 
-def _load(port: int, body: bytes, count: int, concurrency: int) -> tuple[list[float], float]:
+def _load(port: int, body: bytes, count: int, concurrency: int,
+          headers: dict[str, str] | None = None) -> tuple[list[float], float]:
     """Latencies of ``count`` requests sent ``concurrency`` at a time (one keep-alive connection per worker),
     and the wall time of the whole load."""
     def worker(share: int) -> list[float]:
@@ -95,7 +109,7 @@ def _load(port: int, body: bytes, count: int, concurrency: int) -> tuple[list[fl
         times = []
         for _ in range(share):
             started = time.perf_counter()
-            connection.request("POST", "/v2/models/medseg/infer", body, {"content-type": "application/json"})
+            connection.request("POST", "/v2/models/medseg/infer", body, headers or JSON)
             response = connection.getresponse()
             payload = response.read()
             if response.status != 200:
@@ -136,6 +150,9 @@ def main() -> None:
             rows.append(_row("HTTP, 1 at a time", *_load(port, body, args.requests, 1)))
             rows.append(_row(f"HTTP, {args.concurrency} at a time", *_load(port, body, args.requests,
                                                                             args.concurrency)))
+            binary, headers = _binary_body(args.size)
+            _load(port, binary, 5, 1, headers)  # warm-up
+            rows.append(_row("HTTP binary, 1 at a time", *_load(port, binary, args.requests, 1, headers)))
         finally:
             server.terminate()
             server.wait(timeout=60)

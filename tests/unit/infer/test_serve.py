@@ -70,6 +70,25 @@ def test_a_mask_equals_what_predict_writes_and_names_the_model(unet_server: Serv
     assert json.loads(body["outputs"][0]["parameters"]["labels"]) == {"0": "background", "1": "lesion"}
 
 
+def test_binary_tensors_in_and_out_give_the_json_mask(unet_server: Served) -> None:
+    """KServe's binary tensor extension: a JSON header, then the slice's raw bytes; the mask asked back raw."""
+    import urllib.request
+
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "UINT8", "shape": list(IMAGE.shape),
+                                     "parameters": {"binary_data_size": IMAGE.nbytes}}],
+                         "outputs": [{"name": "mask", "parameters": {"binary_data": True}}]}).encode()
+    request = urllib.request.Request(unet_server.url + "/v2/models/medseg/infer", data=header + IMAGE.tobytes(),
+                                     method="POST", headers={"content-type": "application/octet-stream",
+                                                             "inference-header-content-length": str(len(header))})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        length = int(response.headers["inference-header-content-length"])
+        payload = response.read()
+    (output,) = json.loads(payload[:length])["outputs"]
+    mask = np.frombuffer(payload[length:], dtype=np.uint8).reshape(output["shape"])
+    assert output["parameters"]["binary_data_size"] == mask.size
+    assert np.array_equal(mask, mask_of(unet_server.infer([tensor("image", IMAGE, "UINT8")])[1]))
+
+
 BAD_REQUESTS = [
     ([], "missing input 'image'"),
     ([{"name": "img", "datatype": "UINT8", "shape": [2, 2], "data": [0, 1, 2, 3]}], "unknown input 'img'"),
