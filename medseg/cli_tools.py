@@ -181,7 +181,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host or "127.0.0.1", port=_whole_number(args.port, "--port", 1, 65535) or 8080,
         device=args.device or "auto", batch_size=_whole_number(args.batch_size, "--batch-size", 1) or 8,
         protocol=ProtocolChoice(window=tuple(args.window) if args.window else None, min_max=args.min_max,
-                                max_voxels=_whole_number(args.max_voxels, "--max-voxels", 1)))
+                                max_voxels=_whole_number(args.max_voxels, "--max-voxels", 1)),
+        max_request_bytes=(_whole_number(args.max_request_mb, "--max-request-mb", 1) or 1024) * 2**20)
     serve(settings)
     return 0
 
@@ -293,7 +294,9 @@ TOOLS = (("compile_pipeline", _compile_pipeline, "compile a Kubeflow pipeline (d
            ("--window", "models recording no protocol: intensity window LOW HIGH mapped to 0-255", "pair"),
            ("--min-max", "models recording no protocol: per-image min-max to 0-255", "switch"),
            ("--max-voxels", "refuse requests with more image values than this (default: the model's "
-                            "ingest.max_voxels)", "optional"))),
+                            "ingest.max_voxels)", "optional"),
+           ("--max-request-mb", "refuse request bodies larger than this many MiB before reading them (default "
+                                "1024)", "optional"))),
          ("export_onnx", _export_onnx, "an exported model as ONNX graphs (automated: model.onnx; point/box: "
           "encoder.onnx + decoder.onnx), checked against PyTorch with onnxruntime; `predict --model` takes the folder",
           (("--model", "exported model.pt (or the run folder holding it): SAM strategy, original SAM, UNet or "

@@ -35,6 +35,7 @@ class ServeSettings:
     device: str = "auto"
     batch_size: int = 8
     protocol: ProtocolChoice = field(default_factory=ProtocolChoice)
+    max_request_bytes: int = 1024 * 2**20
 
 
 class _OneModelRepository(ModelRepositoryExtension):  # type: ignore[misc]
@@ -50,9 +51,9 @@ class _OneModelRepository(ModelRepositoryExtension):  # type: ignore[misc]
 class BoundModelServer(kserve.ModelServer):  # type: ignore[misc]
     """KServe's ``ModelServer`` on one host and port: REST only, one worker."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, max_request_bytes: int) -> None:
         super().__init__(http_port=port, workers=1, enable_grpc=False, enable_docs_url=False)
-        self.host = host
+        self.host, self.max_request_bytes = host, max_request_bytes
         self.model_repository_extension = _OneModelRepository(model_registry=self.registered_models)
 
     def start(self, models: list[Any]) -> None:
@@ -60,10 +61,19 @@ class BoundModelServer(kserve.ModelServer):  # type: ignore[misc]
         from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
         from kserve.protocol.rest.server import RESTServer
 
+        from medseg.serve.limits import BodySizeLimit
+
+        limit = self.max_request_bytes
+
+        class LimitedRESTServer(RESTServer):  # type: ignore[misc]
+            def _add_middlewares(self, app: Any) -> None:
+                super()._add_middlewares(app)
+                app.add_middleware(BodySizeLimit, limit=limit)  # outermost: before anything reads the body
+
         self._register_and_check_atleast_one_model_is_ready(models)
-        self._rest_server = RESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
-                                       self.http_port, workers=1, grace_period=self.grace_period,
-                                       event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server = LimitedRESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port, workers=1,
+            grace_period=self.grace_period, event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
         self._rest_server.config.host = self.host
         self.servers.append(self._rest_server.start())
         self.setup_event_loop()
@@ -123,7 +133,7 @@ def serve(settings: ServeSettings) -> None:
 
     check_port(settings.host, settings.port)
     _log_to_stderr()
-    server = BoundModelServer(settings.host, settings.port)
+    server = BoundModelServer(settings.host, settings.port, settings.max_request_bytes)
     predictor = SegmentationPredictor(settings.name, lambda: load_served(
         settings.model, settings.protocol, settings.device, settings.batch_size))
     predictor.load()

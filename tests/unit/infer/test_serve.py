@@ -31,7 +31,7 @@ def unet_server(unet_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def point_server(point_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    with serving(point_model, tmp_path_factory.mktemp("serve") / "server.log") as server:
+    with serving(point_model, tmp_path_factory.mktemp("serve") / "server.log", "--max-request-mb", "1") as server:
         yield server
 
 
@@ -151,6 +151,45 @@ def test_a_point_model_takes_points_as_predict_takes_a_prompts_file(point_server
 def test_bad_prompts_are_a_400(point_server: Served, extra: list, message: str) -> None:
     code, body = point_server.infer([tensor("image", IMAGE, "UINT8"), *extra])
     assert code == 400 and message in body["error"], body
+
+
+def test_a_body_over_max_request_mb_is_a_413_before_it_is_read(point_server: Served) -> None:
+    big = np.zeros((1100, 1000), dtype=np.uint8)  # ~2.2 MB as JSON: over --max-request-mb 1
+    code, body = point_server.infer([tensor("image", big, "UINT8"), tensor("points", np.array([[1, 2]]), "INT64")])
+    assert code == 413 and "over the limit of 1048576 bytes" in body["error"] and "--max-request-mb" in body["error"]
+    assert point_server.get("/v2/health/ready")[0] == 200
+    assert "413 request too large" in point_server.log.read_text()
+
+
+def test_a_chunked_body_is_cut_once_it_passes_the_limit() -> None:
+    """No content-length (a body sent in chunks): the app sees a disconnect and the client gets the 413."""
+    import asyncio
+
+    from medseg.serve.limits import BodySizeLimit
+
+    read: list[int] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        while True:
+            message = await receive()  # type: ignore[operator]
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                break
+            read.append(len(message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"ok"})  # type: ignore[operator]
+
+    chunks = [{"type": "http.request", "body": b"x" * 400, "more_body": True} for _ in range(5)]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return chunks.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(BodySizeLimit(app, limit=1000)({"type": "http", "headers": []}, receive, send))
+    assert sent[0]["status"] == 413 and b"over the limit of 1000 bytes" in sent[1]["body"] and len(sent) == 2
+    assert sum(read) == 800  # the app stopped at the chunk that passed the limit
 
 
 def _tensor(name: str, array: np.ndarray, datatype: str = "FP32") -> Tensor:
