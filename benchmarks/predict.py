@@ -71,13 +71,19 @@ def _run(model: Path, volume: Path, out: Path, batch: int, device: str) -> float
     return float(summary["outputs"][0]["seconds"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def workload_arguments(description: str) -> argparse.ArgumentParser:
+    """The model and volume options the predict benchmarks share."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--strategy", default="vit_t_dec_vanilla", help="a SAM strategy id, or unet/swinunet")
     parser.add_argument("--size", type=int, default=256, help="model input size (random-init model)")
     parser.add_argument("--model", type=Path, default=None, help="an exported model.pt instead")
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 32))
     parser.add_argument("--batch", type=int, default=8, help="slices per forward pass (predict's default: 8)")
+    return parser
+
+
+def main() -> None:
+    parser = workload_arguments(__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="runs per batch size (the best counts)")
     args = parser.parse_args()

@@ -13,13 +13,12 @@ NIfTI of ``--shape`` (sliced along the last axis). Nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from predict import _model, _run, _volume
+from predict import _model, _run, _volume, workload_arguments
 
 
 def _export(model: Path, out: Path) -> tuple[Path, float, float]:
@@ -33,12 +32,7 @@ def _export(model: Path, out: Path) -> tuple[Path, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategy", default="vit_t_dec_vanilla", help="a SAM strategy id, or unet/swinunet")
-    parser.add_argument("--size", type=int, default=256, help="model input size (random-init model)")
-    parser.add_argument("--model", type=Path, default=None, help="an exported model.pt instead")
-    parser.add_argument("--shape", type=int, nargs=3, default=(256, 256, 32))
-    parser.add_argument("--batch", type=int, default=8, help="slices per forward pass (predict's default: 8)")
+    parser = workload_arguments(__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per backend, interleaved (the best counts)")
     args = parser.parse_args()
     import onnxruntime

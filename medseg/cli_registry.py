@@ -68,12 +68,11 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _fetch_model(args: argparse.Namespace) -> int:
     from medseg.artifacts.fetch import fetch_model
+    from medseg.infer.model import warnings_for
 
     record = fetch_model(args.uri, args.dest)
-    for key, text in (("random_init", "its weights trace back to a random initialisation"),
-                      ("synthetic_data", "it was trained on synthetic data (the phantom)")):
-        if record.get(key):
-            print(f"fetch_model: warning: {record['name']} {record['version']}: {text}", file=sys.stderr)
+    for note in warnings_for(record):
+        print(f"fetch_model: warning: {record['name']} {record['version']}: {note}", file=sys.stderr)
     stage = f" (stage {record['stage']})" if record["stage"] else ""
     print(f"fetch_model: {record['name']} {record['version']}{stage} from commit {record['commit'][:12]} -> "
           f"{Path(args.dest) / record['file']} (sha256 "

@@ -59,6 +59,18 @@ def dvc_hash(path: str | Path) -> str:
     return str(obj.hash_info.value)
 
 
+SAMPLE_ALIAS = "sample"  # the dataset alias that accepts only the synthetic phantom (medseg sample)
+
+
+def synthetic_data(record: Mapping[str, Any]) -> bool | None:
+    """A run record's synthetic-data flag (metrics, model metadata); a record that does not say is synthetic
+    when it names the sample alias, and unknown (``None``) otherwise."""
+    flag = record.get("synthetic_data")
+    if flag is None and (record.get("dataset") == SAMPLE_ALIAS or SAMPLE_ALIAS in (record.get("datasets") or [])):
+        return True
+    return flag
+
+
 def params_sha256(params: Mapping[str, Any]) -> str:
     """A digest of the settings (canonical JSON), the same whatever the key order or YAML layout."""
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()

@@ -180,15 +180,14 @@ def _encoder_metadata(path: Path) -> dict[str, Any]:
 
 
 def _record(uri: ModelUri, version: str, artifact: Committed, path: Path, metadata: dict[str, Any]) -> dict:
+    from medseg.provenance import synthetic_data
     from medseg.train.fingerprint import file_sha256
 
-    synthetic = metadata.get("synthetic_data")
-    if synthetic is None and metadata.get("dataset") == "sample":
-        synthetic = True
     return {"format": FORMAT, "name": uri.name, "version": version, "stage": uri.stage, "commit": artifact.commit,
             "repo": public_url(uri.repo), "uri": uri.shown, "path": artifact.path, "file": path.name,
             "dvc_md5": artifact.md5, "sha256": file_sha256(path), "labels": list(artifact.labels),
-            "meta": artifact.meta, "random_init": metadata.get("random_init"), "synthetic_data": synthetic}
+            "meta": artifact.meta, "random_init": metadata.get("random_init"),
+            "synthetic_data": synthetic_data(metadata)}
 
 
 def fetch_model(uri_text: str, dest: str | Path) -> dict[str, Any]:

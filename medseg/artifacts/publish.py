@@ -148,10 +148,9 @@ def check_promotable(root: Path, artifact: Committed, stage: str, settings: dict
                           f"(evaluated {model_input.get('dvc_hash') or 'an unrecorded model'}, pinned "
                           f"{artifact.md5}): re-run its evaluation and commit it", artifact.name)
     if stage in settings.get("guarded_stages", []):
-        synthetic = metrics.get("synthetic_data")
-        if synthetic is None and (metrics.get("dataset") == "sample" or "sample" in (metrics.get("datasets") or [])):
-            synthetic = True  # the sample alias is the synthetic phantom
-        for key, value in (("random_init", metrics.get("random_init")), ("synthetic_data", synthetic)):
+        from medseg.provenance import synthetic_data
+
+        for key, value in (("random_init", metrics.get("random_init")), ("synthetic_data", synthetic_data(metrics))):
             if value is not False:
                 state = "not recorded" if value is None else "true"
                 raise MedsegError(f"stage {stage} is guarded (registry.guarded_stages): {key} is {state} for this "

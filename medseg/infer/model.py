@@ -16,6 +16,7 @@ from torch import nn
 
 from medseg.data.classes import ClassMap
 from medseg.errors import MedsegError
+from medseg.provenance import synthetic_data
 from medseg.train.fingerprint import file_sha256
 
 if TYPE_CHECKING:
@@ -105,8 +106,7 @@ def identity(model: PredictModel) -> dict[str, Any]:
     recorded = {key: model.metadata.get(key) for key in IDENTITY_KEYS}
     recorded["mode"] = model.mode
     recorded["strategy"] = recorded["strategy"] or ("original SAM" if recorded["zeroshot"] else None)
-    if recorded["synthetic_data"] is None and recorded["dataset"] == "sample":
-        recorded["synthetic_data"] = True  # the sample alias accepts only the synthetic phantom
+    recorded["synthetic_data"] = synthetic_data(recorded)
     return {**recorded, "backbone": getattr(model.module, "backbone", None), "image_size": model.image_size,
             "path": str(model.path), "sha256": file_sha256(model.path), "backend": model.backend,
             **({"exported_from": model.origin} if model.origin is not None else {})}

@@ -217,3 +217,12 @@ def test_a_fetched_encoder_must_be_the_declared_one(tmp_path: Path) -> None:
     torch.save({"format": "medseg.encoder/1", "state_dict": {"w": torch.tensor([float("nan")])}}, path)
     with pytest.raises(MedsegError, match="NaN"):
         verify(path, Committed("e", "c" * 40, "p", (), meta, dvc_hash(path), "x"))
+
+
+def test_the_sample_alias_is_synthetic_when_a_record_does_not_say() -> None:
+    from medseg.provenance import synthetic_data
+
+    assert synthetic_data({"dataset": "sample"}) is True
+    assert synthetic_data({"datasets": ["busi", "sample"]}) is True
+    assert synthetic_data({"dataset": "sample", "synthetic_data": False}) is False  # a recorded flag wins
+    assert synthetic_data({"dataset": "busi"}) is None  # unknown, not "real"

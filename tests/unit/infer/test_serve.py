@@ -159,6 +159,15 @@ def test_a_body_over_max_request_mb_is_a_413_before_it_is_read(point_server: Ser
     assert code == 413 and "over the limit of 1048576 bytes" in body["error"] and "--max-request-mb" in body["error"]
     assert point_server.get("/v2/health/ready")[0] == 200
     assert "413 request too large" in point_server.log.read_text()
+    import http.client
+
+    host, port = point_server.url.removeprefix("http://").split(":")
+    body = json.dumps({"inputs": [tensor("image", big, "UINT8")]}).encode()
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.request("POST", "/v2/models/medseg/infer", (body[i : i + 65536] for i in range(0, len(body), 65536)),
+                       {"content-type": "application/json", "transfer-encoding": "chunked"}, encode_chunked=True)
+    answer = connection.getresponse()
+    assert answer.status == 413 and "over the limit" in json.loads(answer.read())["error"]  # no length: cut on the way
 
 
 def test_a_chunked_body_is_cut_once_it_passes_the_limit() -> None:
