@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import socket
@@ -58,6 +59,18 @@ def _send(request: urllib.request.Request) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
+
+
+def raw_exchange(url: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, Any]:
+    """A POST written on a plain socket as given (headers, then ``body``, which may stop short of what the
+    headers announce), and the server's answer: how a client sees a server that answers before reading."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+        connection.sendall(f"POST {path} HTTP/1.1\r\nhost: {host}\r\n{head}\r\n".encode() + body)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, json.loads(response.read())
 
 
 def tensor(name: str, array: np.ndarray, datatype: str) -> dict[str, Any]:

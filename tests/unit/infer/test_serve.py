@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from predict_helpers import MIN_MAX, Threshold, to_uint8_threshold
-from serve_helpers import Served, free_port, mask_of, serving, tensor
+from serve_helpers import Served, free_port, mask_of, raw_exchange, serving, tensor
 
 from medseg.cli import main
 from medseg.errors import MedsegError
@@ -154,20 +154,19 @@ def test_bad_prompts_are_a_400(point_server: Served, extra: list, message: str) 
 
 
 def test_a_body_over_max_request_mb_is_a_413_before_it_is_read(point_server: Served) -> None:
-    big = np.zeros((1100, 1000), dtype=np.uint8)  # ~2.2 MB as JSON: over --max-request-mb 1
-    code, body = point_server.infer([tensor("image", big, "UINT8"), tensor("points", np.array([[1, 2]]), "INT64")])
-    assert code == 413 and "over the limit of 1048576 bytes" in body["error"] and "--max-request-mb" in body["error"]
+    """As curl sends a large body: the head with ``expect: 100-continue``, then waits; the 413 comes at once.
+    In chunks (no length), the 413 comes once the bytes sent pass the limit."""
+    path, limit = "/v2/models/medseg/infer", 1048576  # --max-request-mb 1
+    head = {"content-type": "application/json", "content-length": str(2 * limit), "expect": "100-continue"}
+    code, body = raw_exchange(point_server.url, path, head)
+    assert code == 413 and f"over the limit of {limit} bytes" in body["error"] and "--max-request-mb" in body["error"]
     assert point_server.get("/v2/health/ready")[0] == 200
     assert "413 request too large" in point_server.log.read_text()
-    import http.client
-
-    host, port = point_server.url.removeprefix("http://").split(":")
-    body = json.dumps({"inputs": [tensor("image", big, "UINT8")]}).encode()
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    connection.request("POST", "/v2/models/medseg/infer", (body[i : i + 65536] for i in range(0, len(body), 65536)),
-                       {"content-type": "application/json", "transfer-encoding": "chunked"}, encode_chunked=True)
-    answer = connection.getresponse()
-    assert answer.status == 413 and "over the limit" in json.loads(answer.read())["error"]  # no length: cut on the way
+    chunk = f"{limit + 1:x}\r\n".encode() + b" " * (limit + 1)
+    code, body = raw_exchange(point_server.url, path, {"content-type": "application/json",
+                                                       "transfer-encoding": "chunked"}, chunk)
+    assert code == 413 and "over the limit" in body["error"]
+    assert point_server.get("/v2/health/ready")[0] == 200
 
 
 def test_a_chunked_body_is_cut_once_it_passes_the_limit() -> None:
