@@ -1,9 +1,7 @@
 """The computations ``medseg export_onnx`` writes as ONNX graphs, each mirroring a path of the PyTorch module.
 
-- ``AutomatedGraph``: images (B, 3, S, S) 0-255 -> class logits (B, K, S, S), the module's ``forward``. SAM's
-  ``decode_all`` calls the mask decoder once per image (a Python loop an exported graph would fix to one
-  batch size); in automated mode every image gets the same default prompt embeddings, so here the decoder
-  runs once on the whole batch (its tokens broadcast over the images): the same numbers, a batch axis left free.
+- ``AutomatedGraph``: images (B, 3, S, S) 0-255 -> class logits (B, K, S, S), the module's ``forward`` (SAM
+  decodes an automated batch in one decoder call, so the batch axis stays free).
 - ``EncoderGraph``: images -> image embeddings (B, 256, S/16, S/16), the module's ``embed``.
 - ``DecoderGraph``: one image's embeddings (1, 256, S/16, S/16) and one prompt row (1, 2) or (1, 4) ->
   logits (1, K, S, S), the module's ``decode``; with original SAM's candidates, ``decode_all``: the three
@@ -22,26 +20,17 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 class AutomatedGraph(nn.Module):
-    """Class logits of images; SAM's decoder batched (baselines: the module itself)."""
+    """Class logits of images, as the module's ``forward`` computes them."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        module = self.module
-        if not hasattr(module, "mask_decoder"):  # UNet, SwinUNETR: one network, batch-free already
-            return module(images)
-        sparse, dense = module.prompt_encoder(points=None, boxes=None, masks=None)
-        masks, _ = module.mask_decoder(image_embeddings=module.embed(images),
-                                       image_pe=module.prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
-                                       dense_prompt_embeddings=dense, multimask_output=True)
-        size = (module.image_size, module.image_size)
-        return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        return self.module(images)
 
 
 class EncoderGraph(nn.Module):

@@ -88,33 +88,41 @@ class SamSegmenter(nn.Module):
         labels = torch.ones(1, 1, dtype=torch.long, device=row.device)  # one foreground point
         return self.prompt_encoder(points=(row.view(1, 1, 2), labels), boxes=None, masks=None)
 
-    def _check_prompts(self, prompts: torch.Tensor | None, batch: int) -> None:
+    def _check_prompts(self, prompts: torch.Tensor | None, inputs: torch.Tensor) -> None:
+        """Prompts fit the inputs' batch (the batch size is read only in prompted modes: an automated model's
+        batch axis stays free when the model is exported)."""
         if self.mode == "automated":
             if prompts is not None:
                 raise MedsegError("an automated-mode model takes no prompts")
             return
-        width = PROMPT_WIDTH[self.mode]
+        batch, width = int(inputs.shape[0]), PROMPT_WIDTH[self.mode]
         if prompts is None or tuple(prompts.shape) != (batch, width):
             shape = None if prompts is None else tuple(prompts.shape)
             raise MedsegError(f"a {self.mode}-mode model needs prompts of shape ({batch}, {width}), got {shape}")
 
     def decode_all(self, embeddings: torch.Tensor, prompts: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask logits at the input size (B, outputs, S, S) and predicted IoU (B, outputs)."""
-        self._check_prompts(prompts, len(embeddings))
-        dense_pe = self.prompt_encoder.get_dense_pe()
-        logits, scores = [], []
-        for index, embedding in enumerate(embeddings):  # SAM's decoder expects one image per call
-            sparse, dense = self._prompt_embeddings(prompts, index)
-            masks, iou = self.mask_decoder(
-                image_embeddings=embedding.unsqueeze(0), image_pe=dense_pe, sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense, multimask_output=True,
-            )
-            logits.append(masks)
-            scores.append(iou)
-        upsampled = F.interpolate(torch.cat(logits), size=(self.image_size, self.image_size), mode="bilinear",
-                                  align_corners=False)
-        return upsampled, torch.cat(scores)
+        """Mask logits at the input size (B, outputs, S, S) and predicted IoU (B, outputs).
+
+        Automated mode decodes the batch in one call: every image has the same default prompt, whose tokens
+        SAM's two-way transformer broadcasts over the images (the numbers of one call per image). A prompt
+        belongs to one image, so prompted modes call the decoder once per image, as SAM does."""
+        self._check_prompts(prompts, embeddings)
+        if self.mode == "automated":
+            masks, scores = self._decode_one_call(embeddings, None, 0)
+        else:
+            decoded = [self._decode_one_call(embedding.unsqueeze(0), prompts, index)
+                       for index, embedding in enumerate(embeddings)]
+            masks, scores = torch.cat([m for m, _ in decoded]), torch.cat([s for _, s in decoded])
+        size = (self.image_size, self.image_size)
+        return F.interpolate(masks, size=size, mode="bilinear", align_corners=False), scores
+
+    def _decode_one_call(self, embeddings: torch.Tensor, prompts: torch.Tensor | None, index: int,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse, dense = self._prompt_embeddings(prompts, index)
+        return self.mask_decoder(image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                 multimask_output=True)
 
     def decode(self, embeddings: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits (B, num_classes, S, S) from image embeddings."""
@@ -127,7 +135,7 @@ class SamSegmenter(nn.Module):
         """Class logits from images (or image embeddings when ``embedded``)."""
         if self.candidates:  # before the encoder runs
             raise MedsegError("a candidate-mask model has no class outputs: use decode_all and a selection rule")
-        self._check_prompts(prompts, len(inputs))  # before the encoder runs
+        self._check_prompts(prompts, inputs)  # before the encoder runs
         return self.decode(inputs if embedded else self.embed(inputs), prompts)
 
 

@@ -28,7 +28,8 @@ class MixedPromptSegmenter(SamSegmenter):
     def __init__(self, backbone: str, image_size: int) -> None:
         super().__init__(backbone, image_size, 2, "box")
 
-    def _check_prompts(self, prompts: torch.Tensor | None, batch: int) -> None:
+    def _check_prompts(self, prompts: torch.Tensor | None, inputs: torch.Tensor) -> None:
+        batch = int(inputs.shape[0])
         if prompts is None or tuple(prompts.shape) != (batch, PROMPT_ROW):
             shape = None if prompts is None else tuple(prompts.shape)
             raise MedsegError(f"a mixed-prompt model needs prompts of shape ({batch}, {PROMPT_ROW}), got {shape}")

@@ -49,6 +49,30 @@ def test_decoder_only_trains_only_the_decoder(tiny_model: SamSegmenter) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.mask_decoder.parameters())
 
 
+@pytest.mark.parametrize("strategy", ["vit_t_dec_vanilla", "vit_t_dec_adapter", "vit_t_endec_lora"])
+def test_an_automated_batch_decodes_as_its_images_one_by_one(strategy: str) -> None:
+    """One decoder call for the batch (the default prompt's tokens broadcast over the images) gives each
+    image's logits, predicted IoU and decoder gradients of one call per image."""
+    torch.manual_seed(0)
+    model = SamSegmenter("vit_t", image_size=64, num_classes=3)
+    apply_strategy(model, parse_strategy(strategy), peft_config())
+    embeddings = model.embed(torch.rand(4, 3, 64, 64) * 255).detach()
+    target = torch.rand(4, 3, 64, 64)
+
+    def decoded_with_gradients(batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list]:
+        model.zero_grad(set_to_none=True)
+        logits, iou = (torch.cat(parts) for parts in zip(*(model.decode_all(batch) for batch in batches), strict=True))
+        ((logits - target) ** 2).mean().backward()
+        return logits, iou, [p.grad.clone() for p in model.mask_decoder.parameters() if p.grad is not None]
+
+    batched, batched_iou, batched_grads = decoded_with_gradients([embeddings])
+    single, single_iou, single_grads = decoded_with_gradients(list(embeddings.split(1)))
+    assert torch.allclose(batched, single, atol=1e-5) and torch.allclose(batched_iou, single_iou, atol=1e-5)
+    assert len(batched_grads) == len(single_grads) > 0
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(batched_grads, single_grads, strict=True))
+    assert not torch.equal(batched[0], batched[1])  # the images were not given one image's answer
+
+
 def test_encoder_decoder_strategy_trains_the_encoder(tiny_model: SamSegmenter) -> None:
     apply_strategy(tiny_model, parse_strategy("vit_t_endec_vanilla"), peft_config())
     tiny_model.zero_grad(set_to_none=True)
