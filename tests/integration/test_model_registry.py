@@ -4,10 +4,14 @@ fetched by stage and by version as KServe's storage initializer would, and segme
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import ssl
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +184,83 @@ def test_refusals_leave_nothing_behind(project: Path, tmp_path: Path, capsys: py
         assert list(dest.iterdir()) == []
     assert subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True,
                           check=True).stdout == ""
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), its own authority."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "host.pem", folder / "host.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@contextlib.contextmanager
+def _served_over_https(repo: Path, folder: Path) -> Iterator[tuple[str, Path]]:
+    """``repo`` on loopback through dulwich's smart-HTTP server behind TLS (a git host as a deployment sees
+    one): its URL and the certificate to trust."""
+    from dulwich.repo import Repo
+    from dulwich.server import DictBackend
+    from dulwich.web import make_server, make_wsgi_chain
+
+    cert_file, key_file = _self_signed(folder)
+    server = make_server("127.0.0.1", 0, make_wsgi_chain(DictBackend({"/project.git": Repo(str(repo))})))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_port}/project.git", cert_file
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_fetch_by_stage_over_https_keeps_credentials_out_of_the_record(
+        project: Path, ingested_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The storage initializer's usual case: a git host over https with a token in the URL (and a private
+    authority trusted through git's own ``http.sslCAInfo``)."""
+    run_tool(["dvc", "push", "-q"], project)
+    _evaluate(project, ingested_sample, capsys)
+    _ok(capsys, "register", NAME, "--version", "v1.2.0")
+    _ok(capsys, "promote", NAME, "--version", "v1.2.0", "--stage", "staging")
+    dest = tmp_path / "mnt" / "models"
+    dest.mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with _served_over_https(project, tmp_path) as (url, certificate):
+        with_token = url.replace("https://", "https://deploy:s3cr3t-token@")
+        code, untrusted = _medseg(capsys, "fetch_model", f"dvc+{with_token}#{NAME}@staging", str(dest))
+        assert code == 2 and "cannot clone" in untrusted and "s3cr3t" not in untrusted, untrusted
+        (home / ".gitconfig").write_text(f"[http]\n\tsslCAInfo = {certificate}\n")
+        code, output = _medseg(capsys, "fetch_model", f"dvc+{with_token}#{NAME}@staging", str(dest))
+        assert code == 0, output
+        code, missing = _medseg(capsys, "fetch_model", f"dvc+{url}#{NAME}@prod", str(tmp_path / "empty"))
+    record_text = (dest / "registry.json").read_text()
+    record = json.loads(record_text)
+    head = _git(project, "rev-parse", "HEAD")
+    assert (record["version"], record["stage"], record["commit"]) == ("v1.2.0", "staging", head)
+    assert dvc_hash(dest / "model.pt") == dvc_hash(project / MODEL)
+    assert "s3cr3t" not in record_text + output and url in record_text  # the repository, without the token
+    assert code == 2 and "no version of" in missing and "s3cr3t" not in missing
