@@ -175,6 +175,34 @@ def test_a_tampered_or_corrupt_export_is_refused(unet_onnx: Path, scans: dict[st
     assert not out.exists()
 
 
+def test_weights_beside_the_graph_are_recorded_checked_and_loaded(unet_model: Path, scans: dict[str, Path],
+                                                                    tmp_path: Path, run_cli: Callable,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ViT-H graphs pass protobuf's 2 GB limit and keep their weights in ``model.onnx.data``: the same path, taken
+    here by a UNet with the threshold lowered. Both files are hashed, predict runs from them, a changed weights
+    file is refused."""
+    from medseg.infer import onnx_export
+
+    monkeypatch.setattr(onnx_export, "SINGLE_FILE_BYTES", 0)
+    export = _export(unet_model, tmp_path / "export")
+    assert {"model.onnx", "model.onnx.data"} <= {p.name for p in export.iterdir()}
+    assert (export / "model.onnx.data").stat().st_size > 0  # the tiny UNet's larger tensors
+    assert _manifest(export)["graphs"]["model"]["sha256"] == {
+        name: file_sha256(export / name) for name in ("model.onnx", "model.onnx.data")}
+    _same_masks(unet_model, export, scans["png"], tmp_path)
+
+    def change_weights(folder: Path) -> None:
+        data = bytearray((folder / "model.onnx.data").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (folder / "model.onnx.data").write_bytes(bytes(data))
+
+    out = tmp_path / "out"
+    code, errors = run_cli("predict", "--model", _tampered(export, tmp_path, change_weights),
+                           "--input", scans["png"], "--out", out)
+    assert code == 2 and len(errors) == 1 and "model.onnx.data: does not match the SHA-256" in errors[0], errors
+    assert not out.exists()
+
+
 def test_onnx_exports_run_on_the_cpu_and_are_not_exported_again(unet_onnx: Path, scans: dict[str, Path],
                                                                 tmp_path: Path, run_cli: Callable) -> None:
     out = tmp_path / "out"
