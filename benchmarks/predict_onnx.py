@@ -21,14 +21,14 @@ from pathlib import Path
 from predict import _model, _run, _volume, workload_arguments
 
 
-def _export(model: Path, out: Path) -> tuple[Path, float, float]:
-    """The export folder, its seconds, and the largest difference its check measured."""
+def _export(model: Path, out: Path) -> tuple[float, float]:
+    """Export ``model`` into ``out``: its seconds, and the largest difference its check measured."""
     from medseg.infer.onnx_export import ExportSettings, export_onnx
     from medseg.params import load_params
 
     started = time.perf_counter()
     record = export_onnx(model, out, ExportSettings.from_params(load_params()))
-    return out, time.perf_counter() - started, record["check"]["worst"]
+    return time.perf_counter() - started, record["check"]["worst"]
 
 
 def main() -> None:
@@ -41,7 +41,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medseg-bench-predict-onnx-") as scratch:
         folder = Path(scratch)
         model = args.model or _model(args.strategy, args.size, folder)
-        export, export_s, worst = _export(model, folder / "onnx")
+        export = folder / "onnx"
+        export_s, worst = _export(model, export)
         volume = _volume(tuple(args.shape), folder)
         backends = {"torch": model, "onnxruntime": export}
         seconds: dict[str, list[float]] = {name: [] for name in backends}

@@ -27,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict import _model  # the random-init exported model of the predict benchmark
 
 REPO = Path(__file__).resolve().parents[1]

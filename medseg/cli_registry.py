@@ -19,9 +19,9 @@ def _artifacts(args: argparse.Namespace) -> int:
     wanted = declared(step_params(args))
     dvc_yaml = Path(args.dvc_yaml or "dvc.yaml")
     if args.write:
-        text = dvc_yaml.read_text(encoding="utf-8") if dvc_yaml.is_file() else ""
         if not dvc_yaml.is_file():
             raise MedsegError("dvc.yaml not found: run from the project root (or give --dvc-yaml)", dvc_yaml)
+        text = dvc_yaml.read_text(encoding="utf-8")
         updated = replace_block(text, block_text(wanted))
         if updated != text:
             from medseg.atomic import atomic_file

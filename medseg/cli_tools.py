@@ -157,7 +157,7 @@ def _predict(args: argparse.Namespace) -> int:
                             slice_axis=_whole_number(args.slice_axis, "--slice-axis", 0, 2),
                             max_voxels=_whole_number(args.max_voxels, "--max-voxels", 1))
     request = PredictRequest(
-        model=Path(model_file(args.model)), input=Path(args.input), out=Path(args.out),
+        model=Path(model_file(args.model, onnx=True)), input=Path(args.input), out=Path(args.out),
         prompts=Path(args.prompts) if args.prompts else None,
         prompt_mask=Path(args.prompt_mask) if args.prompt_mask else None,
         batch_size=_whole_number(args.batch_size, "--batch-size", 1) or 8, device=args.device or "auto",
@@ -177,7 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
     from medseg.serve.server import ServeSettings, serve
 
     settings = ServeSettings(
-        model=Path(model_file(args.model)), name=check_name(args.name or "medseg", "--name"),
+        model=Path(model_file(args.model, onnx=True)), name=check_name(args.name or "medseg", "--name"),
         host=args.host or "127.0.0.1", port=_whole_number(args.port, "--port", 1, 65535) or 8080,
         device=args.device or "auto", batch_size=_whole_number(args.batch_size, "--batch-size", 1) or 8,
         protocol=ProtocolChoice(window=tuple(args.window) if args.window else None, min_max=args.min_max,
@@ -192,7 +192,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     from medseg.infer.onnx_export import ExportSettings, export_onnx
 
     settings = ExportSettings.from_params(step_params(args))
-    record = export_onnx(Path(model_file(args.model)), Path(args.out), settings)
+    record = export_onnx(Path(model_file(args.model, onnx=True)), Path(args.out), settings)
     check = record["check"]
     for note in warnings_for(record["source"]["identity"]):
         print(f"export_onnx: warning: {note}", file=sys.stderr)
@@ -201,15 +201,15 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_file(model: str) -> str:
-    """``--model``: the exported file, a run folder holding it (a Kubeflow ``Model`` artifact), or an
-    ``export_onnx`` folder (given as the folder or its ``onnx.json``)."""
+def model_file(model: str, onnx: bool = False) -> str:
+    """``--model``: the exported file or a run folder holding it (a Kubeflow ``Model`` artifact); with ``onnx``
+    also an ``export_onnx`` folder (given as the folder or its ``onnx.json``)."""
     from medseg.infer.onnx_runtime import MANIFEST, is_export_folder
 
     path = Path(model)
-    if path.name == MANIFEST and is_export_folder(path.parent):
+    if onnx and path.name == MANIFEST and is_export_folder(path.parent):
         return str(path.parent)
-    if path.is_dir() and not is_export_folder(path):
+    if path.is_dir() and not (onnx and is_export_folder(path)):
         return str(path / "model.pt")
     return model
 

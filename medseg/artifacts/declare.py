@@ -37,10 +37,7 @@ Artifact = dict[str, Any]
 def artifact_name(*parts: str) -> str:
     """``parts`` joined by ``-``, lower-case, ``_`` as ``-``; a one-line error when that is not a valid name."""
     name = "-".join(part.lower().replace("_", "-") for part in parts)
-    if not ARTIFACT_NAME.match(name):
-        raise MedsegError(f"{name!r} (from {'/'.join(parts)}) is not a valid artifact name: lower-case letters, "
-                          "digits, '-' and '/', starting and ending with a letter or digit")
-    return name
+    return check_artifact_name(name, f"the artifact name of {'/'.join(parts)[:80]}")
 
 
 def check_artifact_name(name: str, what: str = "artifact name") -> str:

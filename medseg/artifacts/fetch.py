@@ -100,16 +100,18 @@ def _version_commit(scm: Any, uri: ModelUri, version: str) -> str:
 def resolve(scm: Any, uri: ModelUri) -> tuple[str, str]:
     """(version, commit) the URI names: its version, or the version GTO has in its stage."""
     from gto.api import find_versions_in_stage
+    from gto.exceptions import ArtifactNotFound
 
-    clone = scm.root_dir
     version = uri.version
     if version is None:
-        found = find_versions_in_stage(str(clone), uri.name, uri.stage or "")
-        found = found[0] if isinstance(found, list) and found else found
+        try:
+            found = find_versions_in_stage(str(scm.root_dir), uri.name, uri.stage or "")
+        except ArtifactNotFound:  # no tag names it at all
+            found = None
         if not found:
             raise MedsegError(f"no version of {uri.name} is in stage {uri.stage!r} ({uri.shown}; `gto show "
                               f"{uri.name}` lists its versions and stages)")
-        version = str(found.version)
+        version = str(found[0].version)
         if not VERSION.match(version):
             raise MedsegError(f"stage {uri.stage!r} of {uri.name} is assigned to a commit with no registered version "
                               f"({version[:12]}): register it, then promote the version", uri.shown)
@@ -166,17 +168,12 @@ def verify(path: Path, artifact: Committed) -> dict[str, Any]:
 
 def _encoder_metadata(path: Path) -> dict[str, Any]:
     """A pretrained encoder's metadata (with its backbone), after checking it holds finite tensors only."""
-    from medseg.models.checkpoints import _tensors, safe_load
+    from medseg.models.checkpoints import safe_load, state_of
 
     payload = safe_load(path)
-    state = payload
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    _tensors(state, path)
-    recorded = payload.get("metadata") if isinstance(payload, dict) else None
-    return {**(recorded if isinstance(recorded, dict) else {}),
-            "backbone": payload.get("backbone") if isinstance(payload, dict) else None}
+    state_of(payload, path)  # so the payload is a dict: the state dict, or one holding it
+    recorded = payload.get("metadata")
+    return {**(recorded if isinstance(recorded, dict) else {}), "backbone": payload.get("backbone")}
 
 
 def _record(uri: ModelUri, version: str, artifact: Committed, path: Path, metadata: dict[str, Any]) -> dict:

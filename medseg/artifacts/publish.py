@@ -32,9 +32,9 @@ class Registered:
     md5: str
 
 
-def check_version(version: str, what: str = "--version") -> str:
+def check_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION.match(version):
-        raise MedsegError(f"{what} {version!r:.40} is not a version vMAJOR.MINOR.PATCH, e.g. v1.0.0")
+        raise MedsegError(f"--version {version!r:.40} is not a version vMAJOR.MINOR.PATCH, e.g. v1.0.0")
     return version
 
 
@@ -82,7 +82,7 @@ def _check_pushed(root: Path, artifact: Committed) -> None:
                           "(or set registry.require_pushed: false)", artifact.name)
 
 
-def _bump_args(root: Path, name: str, version: str | None, bump: str | None) -> dict[str, Any]:
+def _bump_args(root: Path, name: str, version: str | None, bump: str) -> dict[str, Any]:
     """GTO's version arguments: an explicit version, else a bump of the latest registered one (the first
     version of an artifact is GTO's first, v0.0.1)."""
     from gto.api import find_latest_version
@@ -114,12 +114,12 @@ def register(name: str, version: str | None, bump: str | None, settings: dict[st
         raise MedsegError("the repository has no commit yet", root)
     artifact = committed(root, commit, name)
     _check_clean(root, artifact)
-    if settings.get("require_pushed", True):
+    if settings["require_pushed"]:
         _check_pushed(root, artifact)
     message = f"Register {name}: {artifact.path} ({artifact.md5}, {artifact.pinned_by}) at commit {commit}"
     try:
         event = gto_register(str(root), name, commit, message=message, push=push, stdout=False,
-                             **_bump_args(root, name, version, bump or settings.get("default_bump", "minor")))
+                             **_bump_args(root, name, version, bump or settings["default_bump"]))
     except GTOException as exc:
         raise _gto_error(exc, f"register {name}") from exc
     return Registered(name, str(event.version), commit, artifact.path, artifact.md5)
@@ -147,7 +147,7 @@ def check_promotable(root: Path, artifact: Committed, stage: str, settings: dict
         raise MedsegError(f"the metrics at {artifact.commit[:12]} ({where}) are not of this model file "
                           f"(evaluated {model_input.get('dvc_hash') or 'an unrecorded model'}, pinned "
                           f"{artifact.md5}): re-run its evaluation and commit it", artifact.name)
-    if stage in settings.get("guarded_stages", []):
+    if stage in settings["guarded_stages"]:
         from medseg.provenance import synthetic_data
 
         for key, value in (("random_init", metrics.get("random_init")), ("synthetic_data", synthetic_data(metrics))):
@@ -166,7 +166,7 @@ def promote(name: str, version: str, stage: str, settings: dict[str, Any], folde
     from gto.exceptions import GTOException
 
     check_artifact_name(name)
-    stages = settings.get("stages") or []
+    stages = settings["stages"]
     if stage not in stages:
         raise MedsegError(f"--stage {stage!r:.40} is not one of registry.stages ({', '.join(stages)})")
     root = project_root(folder)

@@ -247,6 +247,7 @@ def _read_seg(path: Path) -> Any:
         raise MedsegError(f"cannot read DICOM-SEG file ({exc.__class__.__name__})", path) from exc
     if ds.get("SOPClassUID") not in SEG_STORAGE:
         raise MedsegError(f"not a DICOM-SEG file (SOP class {ds.get('SOPClassUID')})", path)
+    _check_pixel_bytes(ds, path)
     try:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     except Exception as exc:  # missing sequences, bad values
@@ -257,6 +258,12 @@ def _read_seg(path: Path) -> Any:
 
 
 def _brief(exc: Exception) -> str:
+    """One line on what highdicom refused: the attribute's name for a missing DICOM attribute."""
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.tag import BaseTag
+
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], BaseTag):
+        return f"lacks {keyword_for_tag(exc.args[0]) or exc.args[0]}"
     return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
 
 
@@ -279,14 +286,9 @@ def _segment_stack(read: Callable[..., np.ndarray], seg: Any, path: Path) -> np.
     try:
         if str(seg.SegmentationType) != "FRACTIONAL":
             return read(combine_segments=True, skip_overlap_checks=True, dtype=np.uint8)
-        stack = None
-        for number in sorted(seg.segment_numbers):
-            inside = read(segment_numbers=[number], rescale_fractional=True)[..., 0] > 0.5
-            stack = np.zeros(inside.shape, np.uint8) if stack is None else stack
-            stack[inside] = number
-        return np.zeros((0, int(seg.Rows), int(seg.Columns)), np.uint8) if stack is None else stack
-    except MedsegError:
-        raise
+        numbers = sorted(seg.segment_numbers)
+        fractions = read(segment_numbers=numbers, rescale_fractional=True)  # frames x rows x columns x segments
+        return np.where(fractions > 0.5, np.asarray(numbers, np.uint8), np.uint8(0)).max(axis=-1)
     except Exception as exc:  # missing decoders, short pixel data, inconsistent frame descriptions
         raise MedsegError(f"cannot decode segmentation frames ({_brief(exc)})", path) from exc
 
@@ -343,7 +345,7 @@ def seg_mask(path: Path, headers: list[SliceHeader], image: Volume) -> np.ndarra
         placed = _by_position(seg, headers, path)
     mask = np.zeros(image.array.shape, dtype=np.uint8)
     for frame, plane in placed:
-        _put(mask, frame.astype(np.uint8), plane, image, path)
+        _put(mask, frame, plane, image, path)
     return mask
 
 

@@ -33,6 +33,7 @@ from medseg.errors import MedsegError
 from medseg.eval.layout import evaluation_files
 from medseg.gitread import blobs as _blobs
 from medseg.gitread import git as _git
+from medseg.gitread import resolve_commit
 from medseg.outputs import output_dir
 from medseg.params_schema import REGRESS_METRICS, REVISION
 
@@ -161,9 +162,9 @@ def _resolve(root: Path, rev: str, what: str) -> tuple[str, str]:
     """(commit SHA, the name it was found under): ``rev``, or ``origin/<rev>`` in a clone that has only the
     remote-tracking branch."""
     for candidate in dict.fromkeys((rev, f"origin/{rev}")):
-        found = _git(["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], root)
-        if found.returncode == 0:
-            return found.stdout.decode().strip(), candidate
+        commit = resolve_commit(root, candidate)
+        if commit is not None:
+            return commit, candidate
     shallow = _git(["rev-parse", "--is-shallow-repository"], root).stdout.decode().strip() == "true"
     hint = " (this clone is shallow: fetch the history, e.g. actions/checkout with fetch-depth: 0)" if shallow else ""
     raise MedsegError(f"no revision {rev!r} in {root}{hint}: nothing to compare with (fetch it, or name another "

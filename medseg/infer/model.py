@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from medseg.data.classes import ClassMap
@@ -79,18 +80,16 @@ def load_model(path: Path) -> PredictModel:
     return PredictModel(module, path, metadata, tuple(range(outputs)), dict(enumerate(names)))
 
 
-def model_device(model: PredictModel, device: str, key: str = "--device") -> Any:
+def model_device(model: PredictModel, device: str) -> torch.device:
     """Where the model runs: ``device`` resolved for a PyTorch module; an ONNX export runs on onnxruntime's
     CPU provider, so ``device`` may only say ``cpu`` or ``auto``."""
     from medseg.train.runtime import resolve_device
 
     if model.backend == "torch":
-        return resolve_device(device, key=key)
+        return resolve_device(device, key="--device")
     if device not in ("auto", "cpu"):
-        raise MedsegError(f"{key} {device}: an ONNX export runs on onnxruntime's CPU provider; give {key} cpu "
+        raise MedsegError(f"--device {device}: an ONNX export runs on onnxruntime's CPU provider; give --device cpu "
                           "(or none), or use the model.pt it was exported from", model.path)
-    import torch
-
     return torch.device("cpu")
 
 

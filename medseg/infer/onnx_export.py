@@ -32,8 +32,8 @@ from torch import nn
 from medseg import __version__
 from medseg.errors import MedsegError
 from medseg.infer.model import PredictModel, identity, load_model
-from medseg.infer.onnx_graphs import AutomatedGraph, DecoderGraph, EncoderGraph, exportable
-from medseg.infer.onnx_runtime import FORMAT, MANIFEST, backend_name, graph_names, run_graph, session
+from medseg.infer.onnx_graphs import DecoderGraph, EncoderGraph, exportable
+from medseg.infer.onnx_runtime import FORMAT, MANIFEST, backend_name, graph_names, is_export_folder, run_graph, session
 
 SINGLE_FILE_BYTES = 1_800_000_000  # larger graphs keep their weights in <name>.onnx.data (protobuf's 2 GB limit)
 MAX_BATCH = 4096
@@ -93,7 +93,7 @@ def graphs_for(model: PredictModel, settings: ExportSettings) -> list[Graph]:
     names = graph_names(model.mode, model.candidates)
     images = _images(model, settings.check_batch, settings.seed)
     if model.mode == "automated":
-        return [Graph("model", AutomatedGraph(module).eval(), (images,), *names["model"], True)]
+        return [Graph("model", module.eval(), (images,), *names["model"], True)]
     with torch.no_grad():
         embeddings = module.embed(images[:1])
     prompts = _prompts(model, 1, settings.seed)
@@ -112,7 +112,7 @@ def export_graph(graph: Graph, folder: Path, opset: int, source: Path) -> list[s
     dynamic = None
     if graph.free_batch:
         batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-        dynamic = {graph.input_names[0]: {0: batch}}
+        dynamic = ({0: batch}, *[None] * (len(graph.inputs) - 1))  # by position: modules name their arguments
     path = folder / f"{graph.name}.onnx"
     try:
         with torch.no_grad(), exportable(graph.module), contextlib.redirect_stdout(io.StringIO()):
@@ -134,7 +134,7 @@ def _difference(reference: torch.Tensor, got: np.ndarray) -> float:
     return float(np.abs(reference.detach().numpy().astype(np.float64) - got).max(initial=0.0))
 
 
-def check(model: PredictModel, folder: Path, settings: ExportSettings) -> dict[str, Any]:
+def check(model: PredictModel, graphs: list[Graph], folder: Path, settings: ExportSettings) -> dict[str, Any]:
     """onnxruntime against PyTorch on seeded inputs: the largest absolute difference of each output."""
     module = model.module
     images = _images(model, settings.check_batch, settings.seed)
@@ -146,7 +146,8 @@ def check(model: PredictModel, folder: Path, settings: ExportSettings) -> dict[s
                 got = run_graph(graph, {"images": batch.numpy()}, folder / "model.onnx")[0]
                 differences["logits"] = max(differences.get("logits", 0.0), _difference(module(batch), got))
         else:
-            _check_prompted(model, folder, images, settings, differences)
+            decoder = next(graph for graph in graphs if graph.name == "decoder")
+            _check_prompted(model, decoder.output_names, folder, images, settings, differences)
     worst = max(differences.values())
     inputs = (f"{settings.check_batch} seeded images (uniform 0-255, seed {settings.seed}) as one batch, and the "
               "first alone" + ("" if model.mode == "automated" else f"; one random {model.mode} prompt each"))
@@ -154,9 +155,10 @@ def check(model: PredictModel, folder: Path, settings: ExportSettings) -> dict[s
             "passed": worst <= settings.tolerance, "runtime": backend_name(), "torch": torch.__version__}
 
 
-def _check_prompted(model: PredictModel, folder: Path, images: torch.Tensor, settings: ExportSettings,
-                    differences: dict[str, float]) -> None:
-    """Encoder alone, then encoder + decoder end to end (as predict runs them) against embed + decode."""
+def _check_prompted(model: PredictModel, outputs: tuple[str, ...], folder: Path, images: torch.Tensor,
+                    settings: ExportSettings, differences: dict[str, float]) -> None:
+    """Encoder alone, then encoder + decoder end to end (as predict runs them) against embed + decode;
+    ``outputs``: the decoder's output names."""
     module = model.module
     encoder, decoder = session(folder / "encoder.onnx"), session(folder / "decoder.onnx")
     reference = module.embed(images)
@@ -166,12 +168,11 @@ def _check_prompted(model: PredictModel, folder: Path, images: torch.Tensor, set
     prompts = _prompts(model, len(images), settings.seed)
     for index in range(len(images)):
         row = slice(index, index + 1)
-        outputs = run_graph(decoder, {"embeddings": embeddings[row], "prompts": prompts[row].numpy()},
+        got_all = run_graph(decoder, {"embeddings": embeddings[row], "prompts": prompts[row].numpy()},
                             folder / "decoder.onnx")
         expected = (module.decode_all(reference[row], prompts[row]) if model.candidates
                     else (module.decode(reference[row], prompts[row]),))
-        for name, want, got in zip(graph_names(model.mode, model.candidates)["decoder"][1], expected, outputs,
-                                   strict=True):
+        for name, want, got in zip(outputs, expected, got_all, strict=True):
             differences[name] = max(differences.get(name, 0.0), _difference(want, got))
 
 
@@ -180,12 +181,11 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def manifest(model: PredictModel, source: Path, files: dict[str, list[str]], result: dict[str, Any],
-             settings: ExportSettings, folder: Path) -> dict[str, Any]:
+def manifest(model: PredictModel, source: Path, graphs: list[Graph], files: dict[str, list[str]],
+             result: dict[str, Any], settings: ExportSettings, folder: Path) -> dict[str, Any]:
     from medseg.provenance import git_revision
     from medseg.train.fingerprint import file_sha256
 
-    names = graph_names(model.mode, model.candidates)
     facts = identity(model)
     return {
         "format": FORMAT, "medseg_version": __version__, **git_revision(),
@@ -195,9 +195,10 @@ def manifest(model: PredictModel, source: Path, files: dict[str, list[str]], res
         "metadata": _plain(model.metadata),
         "labels": {"values": list(model.values), "names": {str(v): n for v, n in sorted(model.names.items())}},
         "opset": settings.opset, "exporter": f"torch.onnx (dynamo) {torch.__version__}",
-        "graphs": {name: {"file": f"{name}.onnx", "inputs": list(names[name][0]), "outputs": list(names[name][1]),
-                          "batch": "free" if name != "decoder" else 1,
-                          "sha256": {f: file_sha256(folder / f) for f in files[name]}} for name in names},
+        "graphs": {graph.name: {"file": f"{graph.name}.onnx", "inputs": list(graph.input_names),
+                                "outputs": list(graph.output_names), "batch": "free" if graph.free_batch else 1,
+                                "sha256": {f: file_sha256(folder / f) for f in files[graph.name]}}
+                   for graph in graphs},
         "check": result,
     }
 
@@ -207,17 +208,18 @@ def export_onnx(source: Path, out: Path, settings: ExportSettings) -> dict[str, 
     the check passes."""
     from medseg.outputs import output_dir
 
+    if is_export_folder(source):
+        raise MedsegError("already an ONNX export; give the model.pt it came from", source)
     with output_dir("export_onnx", out, [source]) as tmp:
         model = load_model(source)
-        if model.backend != "torch":
-            raise MedsegError("already an ONNX export; give the model.pt it came from", source)
-        files = {graph.name: export_graph(graph, tmp, settings.opset, source) for graph in graphs_for(model, settings)}
-        result = check(model, tmp, settings)
+        graphs = graphs_for(model, settings)
+        files = {graph.name: export_graph(graph, tmp, settings.opset, source) for graph in graphs}
+        result = check(model, graphs, tmp, settings)
         if not result["passed"]:
             shown = ", ".join(f"{k} {v:.3g}" for k, v in result["max_abs_difference"].items())
             raise MedsegError(f"onnxruntime and PyTorch disagree beyond export_onnx.tolerance "
                               f"{settings.tolerance:g} (largest absolute differences: {shown}); nothing written",
                               source)
-        record = manifest(model, source, files, result, settings, tmp)
+        record = manifest(model, source, graphs, files, result, settings, tmp)
         (tmp / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -1,7 +1,7 @@
 """The computations ``medseg export_onnx`` writes as ONNX graphs, each mirroring a path of the PyTorch module.
 
-- ``AutomatedGraph``: images (B, 3, S, S) 0-255 -> class logits (B, K, S, S), the module's ``forward`` (SAM
-  decodes an automated batch in one decoder call, so the batch axis stays free).
+- An automated model is exported as it is: images (B, 3, S, S) 0-255 -> class logits (B, K, S, S), its
+  ``forward`` (SAM decodes an automated batch in one decoder call, so the batch axis stays free).
 - ``EncoderGraph``: images -> image embeddings (B, 256, S/16, S/16), the module's ``embed``.
 - ``DecoderGraph``: one image's embeddings (1, 256, S/16, S/16) and one prompt row (1, 2) or (1, 4) ->
   logits (1, K, S, S), the module's ``decode``; with original SAM's candidates, ``decode_all``: the three
@@ -20,17 +20,6 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-
-
-class AutomatedGraph(nn.Module):
-    """Class logits of images, as the module's ``forward`` computes them."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images)
 
 
 class EncoderGraph(nn.Module):

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
+from medseg.models.checkpoints import IMAGE_SIZE_RANGE, MAX_CLASSES, first_line
+from medseg.models.segmenter import MODES
 
 FORMAT = "medseg.onnx/1"
 MANIFEST = "onnx.json"
 GRAPHS = {"automated": {"model": (("images",), ("logits",))},
           "prompted": {"encoder": (("images",), ("embeddings",)), "decoder": (("embeddings", "prompts"), ("logits",))}}
 CANDIDATE_OUTPUTS = ("logits", "iou")  # original SAM's decoder: three candidates and their predicted IoU
-IMAGE_SIZE_RANGE = (64, 4096)
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -43,7 +44,8 @@ def is_export_folder(path: Path) -> bool:
 
 
 def _need(record: dict[str, Any], key: str, valid: Any, expected: str, path: Path) -> Any:
-    value = record.get(key) if isinstance(record, dict) else None
+    """``record[key]`` when ``valid``; ``key`` is the field's dotted path in the manifest (``labels.values``)."""
+    value = record.get(key.rsplit(".", 1)[-1]) if isinstance(record, dict) else None
     if not valid(value):
         raise MedsegError(f"field '{key}' must be {expected}, got {value!r:.60}", path)
     return value
@@ -55,8 +57,6 @@ def _whole(low: int, high: int) -> Any:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """``onnx.json`` of an export folder, every field checked (one line naming the file and field otherwise)."""
-    from medseg.models.segmenter import MODES
-
     path = folder / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -65,24 +65,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MedsegError(f"not a {FORMAT} manifest (field 'format')", path)
     model = _need(manifest, "model", lambda v: isinstance(v, dict), "an object", path)
-    mode = _need(model, "mode", lambda v: v in MODES, f"one of {list(MODES)}", path)
-    candidates = _need(model, "candidates", lambda v: v is False or (v is True and mode != "automated"),
+    mode = _need(model, "model.mode", lambda v: v in MODES, f"one of {list(MODES)}", path)
+    candidates = _need(model, "model.candidates", lambda v: v is False or (v is True and mode != "automated"),
                        "false (true only with point/box prompts)", path)
-    _need(model, "image_size", lambda v: _whole(*IMAGE_SIZE_RANGE)(v) and v % 16 == 0,
+    _need(model, "model.image_size", lambda v: _whole(*IMAGE_SIZE_RANGE)(v) and v % 16 == 0,
           f"a multiple of 16 in {IMAGE_SIZE_RANGE[0]}..{IMAGE_SIZE_RANGE[1]}", path)
-    classes = _need(model, "num_classes", _whole(2, 255) if mode == "automated" else lambda v: v == 2,
-                    "2..255 (2 for point/box models)", path)
-    _need(model, "backbone", lambda v: isinstance(v, str) and v, "a name", path)
+    classes = _need(model, "model.num_classes", _whole(2, MAX_CLASSES) if mode == "automated" else lambda v: v == 2,
+                    f"2..{MAX_CLASSES} (2 for point/box models)", path)
+    _need(model, "model.backbone", lambda v: isinstance(v, str) and v, "a name", path)
     _need(manifest, "metadata", lambda v: isinstance(v, dict), "an object", path)
     _need(manifest, "source", lambda v: isinstance(v, dict), "an object", path)
     labels = _need(manifest, "labels", lambda v: isinstance(v, dict), "an object", path)
-    _need(labels, "values", lambda v: isinstance(v, list) and len(v) == (classes if mode == "automated" else 2)
+    _need(labels, "labels.values", lambda v: isinstance(v, list) and len(v) == (classes if mode == "automated" else 2)
           and all(_whole(0, 255)(x) for x in v) and len(set(v)) == len(v),
           "distinct label values 0..255, one per output class", path)
-    _need(labels, "names", lambda v: isinstance(v, dict) and all(
+    _need(labels, "labels.names", lambda v: isinstance(v, dict) and all(
         isinstance(k, str) and k.isdigit() and isinstance(n, str) for k, n in v.items()), "value -> name", path)
     check = _need(manifest, "check", lambda v: isinstance(v, dict), "an object", path)
-    _need(check, "passed", lambda v: v is True, "true (the export passed its check)", path)
+    _need(check, "check.passed", lambda v: v is True, "true (the export passed its check)", path)
     _check_graphs(manifest, graph_names(mode, candidates), path)
     return manifest
 
@@ -123,8 +123,6 @@ def session(path: Path) -> Any:
     """An onnxruntime CPU session of a graph file, with as many threads as PyTorch uses."""
     import onnxruntime as ort
 
-    from medseg.models.checkpoints import first_line
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3  # errors only: the CLI reports them itself
@@ -136,8 +134,6 @@ def session(path: Path) -> Any:
 
 def run_graph(runner: Any, feed: dict[str, np.ndarray], path: Path) -> list[np.ndarray]:
     """A session's outputs for ``feed``; onnxruntime's failure (e.g. a shape the graph cannot take) as one line."""
-    from medseg.models.checkpoints import first_line
-
     try:
         return runner.run(None, feed)
     except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
@@ -182,15 +178,19 @@ class OnnxSegmenter:
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self._run("encoder", images=images)[0]
 
-    def decode_all(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per prompt (one image's embeddings each): candidate logits and predicted IoU, batched back."""
+    def _decode_rows(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder per prompt (one image's embeddings each), each output batched back."""
         rows = [self._run("decoder", embeddings=embeddings[i : i + 1], prompts=prompts[i : i + 1])
                 for i in range(len(embeddings))]
-        return torch.cat([row[0] for row in rows]), torch.cat([row[1] for row in rows])
+        return [torch.cat(outputs) for outputs in zip(*rows, strict=True)]
+
+    def decode_all(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate logits and predicted IoU."""
+        logits, iou = self._decode_rows(embeddings, prompts)
+        return logits, iou
 
     def decode(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self._run("decoder", embeddings=embeddings[i : i + 1], prompts=prompts[i : i + 1])[0]
-                          for i in range(len(embeddings))])
+        return self._decode_rows(embeddings, prompts)[0]
 
 
 def load_onnx_model(folder: Path) -> Any:

@@ -63,12 +63,18 @@ def _tensors(state: Any, path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    state = safe_load(path)
+def state_of(payload: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict a loaded weights file holds (itself, or under ``state_dict`` or ``model``), checked to be
+    finite tensors."""
+    state = payload
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     return _tensors(state, path)
+
+
+def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    return state_of(safe_load(path), path)
 
 
 def _fit_decoder_tokens(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> None:

@@ -108,19 +108,20 @@ class SamSegmenter(nn.Module):
         SAM's two-way transformer broadcasts over the images (the numbers of one call per image). A prompt
         belongs to one image, so prompted modes call the decoder once per image, as SAM does."""
         self._check_prompts(prompts, embeddings)
+        dense_pe = self.prompt_encoder.get_dense_pe()
         if self.mode == "automated":
-            masks, scores = self._decode_one_call(embeddings, None, 0)
+            masks, scores = self._decode_one_call(embeddings, dense_pe, None, 0)
         else:
-            decoded = [self._decode_one_call(embedding.unsqueeze(0), prompts, index)
+            decoded = [self._decode_one_call(embedding.unsqueeze(0), dense_pe, prompts, index)
                        for index, embedding in enumerate(embeddings)]
             masks, scores = torch.cat([m for m, _ in decoded]), torch.cat([s for _, s in decoded])
         size = (self.image_size, self.image_size)
         return F.interpolate(masks, size=size, mode="bilinear", align_corners=False), scores
 
-    def _decode_one_call(self, embeddings: torch.Tensor, prompts: torch.Tensor | None, index: int,
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_one_call(self, embeddings: torch.Tensor, dense_pe: torch.Tensor, prompts: torch.Tensor | None,
+                         index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sparse, dense = self._prompt_embeddings(prompts, index)
-        return self.mask_decoder(image_embeddings=embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+        return self.mask_decoder(image_embeddings=embeddings, image_pe=dense_pe,
                                  sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                  multimask_output=True)
 

@@ -51,8 +51,6 @@ def load_served(path: Path, choice: ProtocolChoice, device: str, batch_size: int
     protocol, source = resolve_protocol(model.metadata, model.image_size, path, choice)
     served = Served(model, identity(model), protocol, source, model_device(model, device), batch_size)
     model.module.to(served.device)
-    if isinstance(model.module, torch.nn.Module):
-        model.module.eval()
     LOG.info("medseg serve: loaded %s (%s) on %s in %.1f s", path, description(served.facts), served.device,
              time.perf_counter() - started)
     for note in warnings_for(served.facts):

@@ -8,7 +8,6 @@ import contextlib
 import json
 import shutil
 import ssl
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -175,6 +174,7 @@ def test_refusals_leave_nothing_behind(project: Path, tmp_path: Path, capsys: py
                          (f"dvc+file://{project}#{NAME}@staging", "no version of"),  # revoked
                          (f"dvc+file://{project}#{NAME}@v9.9.9", "has no version v9.9.9"),
                          (f"dvc+file://{project}#sample-nothing@v1.0.0", "has no version"),
+                         (f"dvc+file://{project}#sample-nothing@prod", "no version of"),  # no tag at all
                          (f"dvc+file://{tmp_path}/missing#{NAME}@prod", "cannot clone"),
                          (f"dvc+ext::sh -c touch%20x#{NAME}@prod", "not a git URL"),
                          (f"file://{project}#{NAME}@prod", "not a model URI"),
@@ -182,8 +182,7 @@ def test_refusals_leave_nothing_behind(project: Path, tmp_path: Path, capsys: py
         code, output = _medseg(capsys, "fetch_model", uri, str(dest))
         assert code == 2 and message in output and len(output.strip().splitlines()) == 1, (uri, output)
         assert list(dest.iterdir()) == []
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True,
-                          check=True).stdout == ""
+    assert _git(project, "status", "--porcelain") == ""
 
 
 def _self_signed(folder: Path) -> tuple[Path, Path]:

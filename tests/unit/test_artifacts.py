@@ -4,6 +4,7 @@ promotion gate and the check of a fetched model against its declaration."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def test_names_follow_dvcs_rule() -> None:
         "mri-prostate-sam-full-box-vit-b-endec-lora")
     with pytest.raises(MedsegError, match="not a valid artifact name"):
         artifact_name("sample", "unet_")
+    with pytest.raises(MedsegError, match="not a valid artifact name"):  # the length limit check_artifact_name has
+        artifact_name("sample", "x" * 200)
 
 
 def test_declarations_follow_every_stage_list() -> None:
@@ -65,6 +68,35 @@ def test_two_runs_with_one_name_are_refused() -> None:
 def test_committed_dvc_yaml_declares_what_params_make() -> None:
     """dvc.yaml's artifacts must be rewritten (medseg artifacts --write) when params.yaml's lists change."""
     assert committed_artifacts(REPO / "dvc.yaml") == declared(load_params(REPO / "params.yaml"))
+
+
+def test_artifacts_check_fails_once_the_block_is_edited(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from medseg.cli import main
+
+    dvc_yaml, params = tmp_path / "dvc.yaml", tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "dvc.yaml", dvc_yaml)
+    shutil.copyfile(REPO / "params.yaml", params)
+    check = ["artifacts", "--check", "--params", str(params), "--dvc-yaml", str(dvc_yaml)]
+    assert main(check) == 0
+    assert "declares the" in capsys.readouterr().out
+    text = dvc_yaml.read_text()
+    dvc_yaml.write_text(text.replace("    path: models/", "    path: other/", 1))
+    assert main(check) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(dvc_yaml) in error and "changed " in error, error
+    dvc_yaml.unlink()
+    assert main(check) == 2
+    assert "dvc.yaml not found" in capsys.readouterr().err
+
+
+def test_artifacts_write_needs_dvc_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medseg.cli import main
+
+    shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")
+    assert main(["artifacts", "--write", "--params", str(tmp_path / "params.yaml"), "--dvc-yaml",
+                 str(tmp_path / "dvc.yaml")]) == 2
+    assert "dvc.yaml not found" in capsys.readouterr().err and not (tmp_path / "dvc.yaml").exists()
 
 
 def test_dvc_reads_the_declarations() -> None:

@@ -9,6 +9,7 @@ image itself: a loaded mask is aligned when it equals ``round((image - 10) / 100
 from __future__ import annotations
 
 import csv
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,10 @@ def write_label_volume(series: Path, path: Path, crop: tuple[slice, slice, slice
     sitk.WriteImage(label, str(path))
 
 
-def write_seg(path: Path, sources: list[Any], labels: np.ndarray, names: Sequence[str]) -> None:
-    """A BINARY DICOM-SEG (highdicom) of ``labels`` (values = segment numbers) over ``sources``."""
+def write_seg(path: Path, sources: list[Any], labels: np.ndarray, names: Sequence[str], kind: str = "BINARY",
+              **extra: Any) -> None:
+    """A DICOM-SEG (highdicom; ``kind`` BINARY, FRACTIONAL or LABELMAP) of ``labels`` (values = segment numbers,
+    or one plane per segment on the last axis) over ``sources``; ``extra`` goes to ``Segmentation``."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -116,12 +119,13 @@ def write_seg(path: Path, sources: list[Any], labels: np.ndarray, names: Sequenc
         segment_number=i + 1, segment_label=name, segmented_property_category=codes.SCT.Organ,
         segmented_property_type=codes.SCT.Organ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
     ) for i, name in enumerate(names)]
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=labels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=100, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="test", manufacturer_model_name="test", software_versions="0",
-        device_serial_number="0",
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=labels, segmentation_type=hd.seg.SegmentationTypeValues[kind],
+            segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=100,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test", manufacturer_model_name="test",
+            software_versions="0", device_serial_number="0", **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
 

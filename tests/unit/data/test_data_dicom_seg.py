@@ -4,7 +4,6 @@ and the checks medseg adds (source references, spatial locations, frame size, gr
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,9 @@ def _series(folder: Path, labels: np.ndarray, orientation: Any = None) -> list[A
 
 
 def _write(path: Path, sources: list[Any], pixels: np.ndarray, kind: str, segments: int, **extra: Any) -> Path:
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
+    from dicom_fixtures import write_seg
 
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=n, segment_label=f"segment {n}", segmented_property_category=codes.SCT.Organ,
-        segmented_property_type=codes.SCT.Organ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for n in range(1, segments + 1)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        seg = hd.seg.Segmentation(
-            source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues[kind],
-            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=100,
-            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test", manufacturer_model_name="test",
-            software_versions="0", device_serial_number="0", **extra)
-    seg.save_as(path)
+    write_seg(path, sources, pixels, [f"segment {n}" for n in range(1, segments + 1)], kind, **extra)
     return path
 
 
@@ -170,3 +157,21 @@ def test_frames_outside_the_image_volume(labels: np.ndarray, tmp_path: Path) -> 
     cropped = Volume(image.array[:, :, 1:], image.affine)
     with pytest.raises(MedsegError, match="lies outside the image volume"):
         seg_mask(seg, headers, cropped)
+
+
+def _without_references_and_positions(ds: Any) -> None:
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+        del item.PlanePositionSequence
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (_without_references_and_positions, "lacks PlanePositionSequence"),
+    (lambda ds: [delattr(item, "SegmentIdentificationSequence") for item in ds.PerFrameFunctionalGroupsSequence],
+     "lacks SegmentIdentificationSequence"),
+    (lambda ds: setattr(ds, "PixelData", ds.PixelData[:10]), "pixel data is incomplete (10 of"),
+])
+def test_missing_attributes_and_truncated_frames_are_named(labels: np.ndarray, tmp_path: Path, edit: Any,
+                                                           words: str) -> None:
+    seg = _write(tmp_path / "seg.dcm", _series(tmp_path / "MR", labels), labels, "BINARY", 3)
+    _refused(tmp_path / "MR", _edit(seg, edit), words)

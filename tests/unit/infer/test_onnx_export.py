@@ -161,9 +161,9 @@ def _garbage_with_its_hash(folder: Path) -> None:
     (_garbage_with_its_hash, "model.onnx: onnxruntime cannot load it"),
     (lambda f: (f / "onnx.json").write_text('{"format": "medseg.onnx/1", '), "onnx.json: not valid JSON"),
     (_edit_manifest(lambda r: r.update(format="other/1")), "onnx.json: not a medseg.onnx/1 manifest"),
-    (_edit_manifest(lambda r: r["labels"].update(values=[0, 300])), "onnx.json: field 'values'"),
+    (_edit_manifest(lambda r: r["labels"].update(values=[0, 300])), "onnx.json: field 'labels.values'"),
     (_edit_manifest(lambda r: r["graphs"]["model"].update(file="../model.pt")), "field 'graphs.model' must name"),
-    (_edit_manifest(lambda r: r["check"].update(passed=False)), "field 'passed' must be true"),
+    (_edit_manifest(lambda r: r["check"].update(passed=False)), "field 'check.passed' must be true"),
 ])
 def test_a_tampered_or_corrupt_export_is_refused(unet_onnx: Path, scans: dict[str, Path], tmp_path: Path,
                                                  run_cli: Callable, change: Callable[[Path], None],
@@ -210,6 +210,11 @@ def test_onnx_exports_run_on_the_cpu_and_are_not_exported_again(unet_onnx: Path,
     assert code == 2 and len(errors) == 1 and "onnxruntime's CPU provider" in errors[0] and not out.exists()
     code, errors = run_cli("export_onnx", "--model", unet_onnx / "onnx.json", "--out", out, "--params", PARAMS)
     assert code == 2 and len(errors) == 1 and "already an ONNX export" in errors[0] and not out.exists()
+    broken = tmp_path / "broken"  # refused before anything of it is read
+    broken.mkdir()
+    (broken / "onnx.json").write_text("{not json")
+    code, errors = run_cli("export_onnx", "--model", broken, "--out", out, "--params", PARAMS)
+    assert code == 2 and len(errors) == 1 and "broken: already an ONNX export" in errors[0] and not out.exists()
 
 
 def test_medseg_serve_answers_with_an_onnx_export_as_with_model_pt(unet_model: Path, unet_onnx: Path) -> None:

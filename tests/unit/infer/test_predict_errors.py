@@ -149,3 +149,17 @@ def test_huge_inputs_and_outputs_that_may_not_be_written(unet_model: Path, volum
     code, errors = run_predict("--model", unet_model, "--input", volume, "--out", tmp_path / "a_file")
     assert code == 2 and "output exists and is not a folder written by `medseg predict`" in errors[0]
     assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_evaluate_takes_no_onnx_export_folder(ingested_sample: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Only predict, serve and export_onnx read an export folder: evaluate looks for the folder's model.pt."""
+    from medseg.cli import main
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "onnx.json").write_text("{}")
+    code = main(["evaluate", "--dataset", "sample", "--strategy", "vit_t_zeroshot", "--data", str(ingested_sample),
+                 "--model", str(export), "--runs-root", str(tmp_path / "runs")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert code == 2 and len(errors) == 1 and f"{export / 'model.pt'}: checkpoint not found" in errors[0], errors
